@@ -1,0 +1,127 @@
+"""Prediction: Predictor.from_checkpoint(path).predict(texts) -> labels with probabilities.
+
+A checkpoint alone is enough: it carries the config (tokenizer, lengths, model shape), the vocabulary
+and the label names. Inputs are batched by length so long and short documents do not pad each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rnnclf import checkpoint
+from rnnclf.batching import Encoded, collate, evaluation_batches
+from rnnclf.config import Config, validate
+from rnnclf.data import read_examples
+from rnnclf.errors import RnnclfError
+from rnnclf.metrics import classification_report
+from rnnclf.model import Classifier
+from rnnclf.prepare import encode_tokens, known_labels, tokenize_all
+from rnnclf.runtime import autocast, prepare_cpu
+from rnnclf.vocab import Vocab
+
+EVAL_BATCH = 256
+
+
+def logits_for(
+    model: Classifier,
+    data: Encoded,
+    device: torch.device,
+    precision: str = "fp32",
+    batch_size: int = EVAL_BATCH,
+) -> torch.Tensor:
+    """Scores for every document, in the data's order: (N, num_classes) float32 on CPU."""
+    model.eval()
+    out = torch.empty(len(data), model.output.out_features)
+    with torch.inference_mode():
+        for indices in evaluation_batches(data.lengths, batch_size):
+            ids, lengths, _ = collate(data, indices)
+            with autocast(precision, device):
+                logits = model(ids.to(device, non_blocking=True), lengths.to(device))
+            out[indices] = logits.float().cpu()
+    return out
+
+
+@dataclass
+class Prediction:
+    text: str
+    label: str
+    probabilities: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"text": self.text, "label": self.label, "probabilities": self.probabilities}
+
+
+class Predictor:
+    """A trained model ready to label text."""
+
+    def __init__(self, state: dict[str, Any], source: str = "checkpoint", device: str = "cpu") -> None:
+        try:
+            self.config: Config = validate(state["config"], f"{source}: config")
+            self.vocab = Vocab.from_dict(state["vocab"])
+            self.labels: list[str] = [str(label) for label in state["labels"]]
+            self.model = Classifier(len(self.vocab), len(self.labels), self.config.model)
+            self.model.load_state_dict(state["model"])
+        except RnnclfError:
+            raise
+        except Exception as err:  # mismatched shapes or damaged entries in a foreign file
+            raise RnnclfError(
+                f"{source}: checkpoint contents do not fit together ({str(err)[:160]})"
+            ) from None
+        self.device = torch.device(device)
+        self.model.to(self.device).eval()
+        self.state = state
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> Predictor:
+        prepare_cpu()
+        return cls(checkpoint.load(path), source=str(path), device=device)
+
+    def encode(self, texts: list[str]) -> Encoded:
+        tokens = tokenize_all(texts, self.config.text)
+        return encode_tokens(tokens, [0] * len(texts), self.vocab)
+
+    def probabilities(self, texts: list[str]) -> torch.Tensor:
+        """(N, num_classes) class probabilities, in input order."""
+        if not texts:
+            return torch.empty(0, len(self.labels))
+        logits = logits_for(self.model, self.encode(texts), self.device)
+        return torch.softmax(logits, dim=-1)
+
+    def predict(self, texts: list[str], top_k: int | None = None) -> list[Prediction]:
+        """Label each text; probabilities of the top_k classes (all when None), most likely first."""
+        results = []
+        for text, row in zip(texts, self.probabilities(texts), strict=True):
+            values, order = torch.sort(row, descending=True)
+            keep = len(self.labels) if top_k is None else min(top_k, len(self.labels))
+            probabilities = {
+                self.labels[int(i)]: float(v) for v, i in zip(values[:keep], order[:keep], strict=True)
+            }
+            results.append(Prediction(text, self.labels[int(order[0])], probabilities))
+        return results
+
+    def predict_stream(
+        self, texts: Iterable[str], top_k: int | None = None, chunk: int = 2048
+    ) -> Iterator[Prediction]:
+        """Predict an unbounded stream in chunks: memory stays bounded, output order is input order."""
+        iterator = iter(texts)
+        while block := list(islice(iterator, chunk)):
+            yield from self.predict(block, top_k)
+
+
+def score_file(predictor: Predictor, path: str | None = None) -> dict[str, Any]:
+    """Accuracy, macro-F1, per-class scores and confusion matrix on a labelled file (default: the
+    test set named in the run's config), read with the run's data settings."""
+    data = predictor.config.data
+    path = path or data.test
+    if not path:
+        raise RnnclfError("no --data given and the run's config names no data.test")
+    examples = read_examples(path, data.format, data.text_column, data.label_column)
+    texts, gold = known_labels(examples, predictor.labels, "evaluation")
+    predicted = predictor.probabilities(texts).argmax(dim=-1).tolist()
+    return classification_report(gold, predicted, predictor.labels)
