@@ -12,7 +12,6 @@ batches, then shuffle the batches.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -42,21 +41,6 @@ class Encoded:
     @classmethod
     def from_dict(cls, state: dict[str, torch.Tensor]) -> Encoded:
         return cls(state["ids"], state["offsets"], state["labels"])
-
-
-def encode(id_lists: Iterable[list[int]], labels: list[int], unknown_index: int) -> Encoded:
-    """Pack per-document id lists into an Encoded set; an empty document becomes one unknown token
-    (a recurrence needs at least one step, and 'nothing known' is what an empty text says)."""
-    flat: list[int] = []
-    offsets = [0]
-    for ids in id_lists:
-        flat.extend(ids if ids else (unknown_index,))
-        offsets.append(len(flat))
-    return Encoded(
-        ids=torch.tensor(flat, dtype=torch.int32),
-        offsets=torch.tensor(offsets, dtype=torch.int64),
-        labels=torch.tensor(labels, dtype=torch.int64),
-    )
 
 
 def training_batches(

@@ -9,7 +9,9 @@ A checkpoint is a dict of plain types and tensors only:
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from rnnclf.errors import RnnclfError
 FORMAT_VERSION = 1
 KIND = "rnnclf-checkpoint"
 REQUIRED = ("format_version", "config", "vocab", "labels", "model")
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
 
 
 def save(state: dict[str, Any], path: str | Path) -> None:
@@ -66,13 +69,17 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
         raise RnnclfError(f"{path}: no such checkpoint")
     if path.is_dir():
         raise RnnclfError(f"{path}: is a folder; expected a checkpoint file (best.pt or last.pt)")
+    head = _read_head(path)
+    if not head:
+        raise RnnclfError(f"{path}: empty file, not a checkpoint")
+    if head != ZIP_MAGIC:  # every file save() writes is a zip archive; refuse the rest unread
+        raise RnnclfError(f"{path}: not an rnnclf checkpoint (not a PyTorch zip archive)")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns on odd pickles; the error below says enough
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many types for foreign, truncated or hostile files
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if "weights_only" in str(err) or "Unsupported global" in str(err):
-            reason = "it contains Python objects that could run code, refused (loaded with weights_only)"
-        raise RnnclfError(f"{path}: not a readable rnnclf checkpoint ({reason[:160]})") from None
+        raise RnnclfError(f"{path}: not a readable rnnclf checkpoint ({_load_failure(err)})") from None
     if not isinstance(state, dict) or state.get("kind") != KIND:
         raise RnnclfError(f"{path}: not an rnnclf checkpoint (no '{KIND}' marker)")
     version = state.get("format_version")
@@ -86,4 +93,27 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     missing = [key for key in REQUIRED if key not in state]
     if missing:
         raise RnnclfError(f"{path}: checkpoint lacks {', '.join(missing)}")
+    wrong = [key for key in ("config", "vocab", "model") if not isinstance(state[key], dict)]
+    if wrong or not isinstance(state["labels"], (list, tuple)):
+        raise RnnclfError(f"{path}: damaged checkpoint ({', '.join(wrong) or 'labels'} has the wrong type)")
     return state
+
+
+def _read_head(path: Path) -> bytes:
+    try:
+        with path.open("rb") as file:
+            return file.read(len(ZIP_MAGIC))
+    except OSError as err:
+        raise RnnclfError(f"{path}: cannot read the checkpoint ({err.strerror or err})") from None
+
+
+def _load_failure(err: Exception) -> str:
+    """Why torch.load refused a file, in a few words."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(err))
+    if found or "Unsupported global" in str(err):
+        named = f" ({found.group(1)})" if found else ""
+        return (
+            f"it refers to Python code{named}; refused without running anything: checkpoints are "
+            "loaded with weights_only=True, tensors and plain values only"
+        )
+    return f"truncated or damaged: {type(err).__name__}"

@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Iterator
@@ -18,7 +19,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
 from rnnclf.errors import RnnclfError
 
@@ -63,18 +66,35 @@ def _user_errors() -> Iterator[None]:
         raise typer.Exit(2) from None
 
 
-def _install_stop_handlers(stop: Any) -> None:
+def _install_stop_handlers(stop: Any) -> dict[int, Any]:
     """First SIGINT/SIGTERM: finish the current step, save last.pt, exit. Second: exit at once
-    (checkpoints are replaced atomically, so no file can be left torn)."""
+    (checkpoints are replaced atomically, so no file can be left torn). Returns the handlers replaced."""
 
     def handle(number: int, frame: Any) -> None:
         if stop:
             os._exit(128 + number)
         stop.set(number)
-        stderr.print("stopping after this step and saving last.pt (press Ctrl-C again to quit now)")
+        # os.write, not print: the signal may arrive while the main thread is inside a print to stderr.
+        os.write(2, b"stopping after this step and saving last.pt (press Ctrl-C again to quit now)\n")
 
-    signal.signal(signal.SIGINT, handle)
-    signal.signal(signal.SIGTERM, handle)
+    return {number: signal.signal(number, handle) for number in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _resume_command(config: Path, overrides: list[str], folder: Path) -> str:
+    """The command line that continues this run, --set overrides included (shell-quoted)."""
+    sets = [part for item in overrides for part in ("--set", item)]
+    return shlex.join(["rnnclf", "train", str(config), *sets, "--run-dir", str(folder), "--resume"])
+
+
+def _run_to_resume() -> Path:
+    from rnnclf import runs
+
+    try:
+        return runs.latest_run()
+    except RnnclfError:
+        raise RnnclfError(
+            "--resume: no run to continue here (./runs/LATEST is missing); name it with --run-dir RUN_DIR"
+        ) from None
 
 
 @app.command()
@@ -107,7 +127,7 @@ def train(
         if run_dir is not None:
             settings.output.run_dir = str(run_dir)
         if resume:
-            folder = Path(settings.output.run_dir) if settings.output.run_dir else runs.latest_run()
+            folder = Path(settings.output.run_dir) if settings.output.run_dir else _run_to_resume()
         else:
             folder = runs.new_run_dir(config, settings.output.run_dir)
             runs.check_fresh(folder)
@@ -115,18 +135,34 @@ def train(
         reporter = make_reporter(quiet)
         reporter.config(f"config ({config}):\n{config_module.dump(settings)}")
         stop = StopFlag()
-        _install_stop_handlers(stop)
-        runs.remember(folder) if not resume else None
+        previous_handlers = _install_stop_handlers(stop)
+        created = runs.missing_folders(folder)  # before remember() makes runs/
+        previous_latest = runs.remember(folder) if not resume else None
         try:
             run_training(settings, folder, reporter, resume=resume, stop=stop)
         except Interrupted as interrupted:
-            stderr.print(
-                f"interrupted; last.pt saved. Resume with: rnnclf train {config} --run-dir {folder} --resume",
-                markup=False,
-            )
+            command = _resume_command(config, set_ or [], folder)
+            stderr.print(f"interrupted; last.pt saved. Resume with: {command}", markup=False)
             raise typer.Exit(128 + interrupted.signal) from None
+        except BaseException:
+            if not resume and not (folder / "last.pt").exists():
+                runs.forget(folder, previous_latest)  # a run that saved nothing is not "the latest run"
+                runs.discard(folder, created)  # nor leaves a half-made run folder behind
+            raise
         finally:
             reporter.close()
+            for number, handler in previous_handlers.items():  # in-process callers get theirs back
+                signal.signal(number, handler)
+
+
+def _print_wide(table: Table) -> None:
+    """Print a table without cutting any cell to '…'. To a file or pipe: at its natural width, even
+    past 80 columns. On a terminal: long labels wrap inside their cells; wider only if it cannot fit."""
+    measured = Measurement.get(stdout, stdout.options.update(max_width=10_000), table)
+    needed = measured.minimum if stdout.is_terminal else measured.maximum
+    # Console.print(width=) cannot exceed the console's width, so a wider table gets its own console.
+    console = stdout if needed <= stdout.width else Console(highlight=False, width=needed, file=sys.stdout)
+    console.print(table)
 
 
 def _report_tables(report: dict[str, Any]) -> None:
@@ -134,24 +170,26 @@ def _report_tables(report: dict[str, Any]) -> None:
         f"documents {report['n']}   accuracy {report['accuracy']:.4f}   macro-F1 {report['macro_f1']:.4f}"
     )
     per_class = Table(title="per class")
-    for column in ("label", "precision", "recall", "f1", "support"):
-        per_class.add_column(column, justify="left" if column == "label" else "right")
+    per_class.add_column("label", overflow="fold")
+    for column in ("precision", "recall", "f1", "support"):
+        per_class.add_column(column, justify="right")
     for label, scores in report["per_class"].items():
         per_class.add_row(
-            label,
+            Text(label),  # Text: a label is data, never rich markup ('[/b]' would raise, ':x:' an emoji)
             f"{scores['precision']:.3f}",
             f"{scores['recall']:.3f}",
             f"{scores['f1']:.3f}",
             str(scores["support"]),
         )
-    stdout.print(per_class)
-    confusion = Table(title="confusion matrix (rows: true, columns: predicted)")
-    confusion.add_column("")
-    for label in report["labels"]:
-        confusion.add_column(label, justify="right")
-    for label, row in zip(report["labels"], report["confusion_matrix"], strict=True):
-        confusion.add_row(label, *map(str, row))
-    stdout.print(confusion)
+    _print_wide(per_class)
+    # Columns are numbered (label names would not fit side by side); the rows give each number's label.
+    confusion = Table(title="confusion matrix (rows: true label, columns: predicted, by number)")
+    confusion.add_column("true label", overflow="fold")
+    for number in range(1, len(report["labels"]) + 1):
+        confusion.add_column(str(number), justify="right")
+    for number, (label, row) in enumerate(zip(report["labels"], report["confusion_matrix"], strict=True), 1):
+        confusion.add_row(Text(f"{number} {label}"), *map(str, row))
+    _print_wide(confusion)
 
 
 @app.command("eval")
@@ -173,26 +211,29 @@ def evaluate(
         predictor = Predictor.from_checkpoint(resolve_checkpoint(model))
         report = score_file(predictor, data)
         if json_:
-            stdout.print(json.dumps(report), markup=False)
+            # Plain write, not rich: rich would turn ':name:' in a label into an emoji.
+            sys.stdout.write(json.dumps(report, ensure_ascii=False) + "\n")
         else:
             _report_tables(report)
 
 
 def _read_lines(file: str) -> Iterator[str]:
-    if file == "-":
-        for line in sys.stdin:
-            yield line.rstrip("\n")
-        return
+    """The lines of a UTF-8 file ('-': stdin), without line ends, read as they are needed."""
+    source = "stdin" if file == "-" else file
     try:
-        with open(file, encoding="utf-8") as handle:
-            for line in handle:
-                yield line.rstrip("\n")
+        handle = contextlib.nullcontext(sys.stdin.buffer) if file == "-" else open(file, "rb")  # noqa: SIM115
     except FileNotFoundError:
         raise RnnclfError(f"{file}: no such file") from None
-    except UnicodeDecodeError as err:
-        raise RnnclfError(f"{file}: not UTF-8 text (byte {err.start})") from None
     except OSError as err:
         raise RnnclfError(f"{file}: cannot read ({err.strerror})") from None
+    with handle as lines:
+        # Bytes lines decoded one by one: a bad byte is reported with its line number.
+        for number, raw in enumerate(lines, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise RnnclfError(f"{source}: line {number}: not UTF-8 text (byte {err.start})") from None
+            yield line.removeprefix("\ufeff").rstrip("\r\n") if number == 1 else line.rstrip("\r\n")
 
 
 @app.command()
@@ -220,13 +261,19 @@ def predict(
         if file is not None and text:
             documents = (d for source in (text, _read_lines(file)) for d in source)
         out = sys.stdout
-        for result in predictor.predict_stream(documents, top_k=top_k):
-            if json_:
-                out.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
-            else:
-                shown = list(result.probabilities.items())[: top_k or 1]
-                out.write("\t".join(f"{label}\t{p:.4f}" for label, p in shown) + "\n")
-        out.flush()
+        try:
+            for result in predictor.predict_stream(documents, top_k=top_k):
+                if json_:
+                    out.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
+                else:
+                    shown = list(result.probabilities.items())[: top_k or 1]
+                    out.write("\t".join(f"{label}\t{p:.4f}" for label, p in shown) + "\n")
+            out.flush()
+        except BrokenPipeError:
+            # The reader stopped early (`rnnclf predict -f big.txt | head`): end quietly, as Unix tools
+            # do; stdout goes to /dev/null so the interpreter's final flush cannot fail again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(128 + signal.SIGPIPE) from None
 
 
 @app.command("init-config")

@@ -8,6 +8,7 @@ printed file is the documentation of the format.
 from __future__ import annotations
 
 import difflib
+import reprlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,7 +20,8 @@ from rnnclf.errors import RnnclfError
 
 class Section(BaseModel):
     # extra="forbid": a typo in a key is an error, never a silently ignored setting.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: lr = .inf or .nan is a mistake, not a setting.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DataConfig(Section):
@@ -144,6 +146,12 @@ def _known_keys(path: tuple[str, ...]) -> list[str]:
     return list(section.model_fields) if section else []
 
 
+def _shown(name: object) -> str:
+    """A key as typed, escaped if it would break the one-line message (a newline, a tab...)."""
+    text = str(name)
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
 def _suggest(key: str, path: tuple[str, ...]) -> str:
     allowed = _known_keys(path)
     close = difflib.get_close_matches(key, allowed, n=1)
@@ -151,19 +159,30 @@ def _suggest(key: str, path: tuple[str, ...]) -> str:
     return f"{hint}allowed here: {', '.join(allowed)}"
 
 
+def _value_shown(value: Any) -> str:
+    """A value as short one-line YAML. Never a full repr: YAML aliases can nest a few lines into a
+    value whose repr is gigabytes, and a deeply nested one overflows the YAML dumper's recursion."""
+    try:
+        shown = yaml.safe_dump(value, default_flow_style=True, width=10**9)
+        shown = shown.strip().removesuffix("...").strip()
+    except (RecursionError, yaml.YAMLError):
+        shown = reprlib.repr(value)
+    return shown if len(shown) <= 80 else shown[:77] + "..."
+
+
 def _describe(error: dict[str, Any], source: str) -> str:
     """One line for the first pydantic error: source, dotted key, value, what is allowed."""
     path = tuple(str(part) for part in error["loc"])
     # Unions report the branch tried (e.g. 'list[float]'); the user's key is the part before it.
     key_path = tuple(p for p in path if p in SECTIONS or any(p in s.model_fields for s in SECTIONS.values()))
+    if error["type"] == "extra_forbidden":  # the unknown key is the last part: keep it as typed
+        key_path = path
     key_path = key_path or path
-    key = ".".join(key_path)
+    key = ".".join(_shown(part) for part in key_path)
     value = error.get("input")
     if error["type"] == "extra_forbidden":
         return f"{source}: unknown key '{key}'; {_suggest(key_path[-1], key_path)}"
-    shown = yaml.safe_dump(value, default_flow_style=True, width=10**9).strip().removesuffix("...").strip()
-    if len(shown) > 80:
-        shown = shown[:77] + "..."
+    shown = _value_shown(value)
     message = error["msg"].removeprefix("Value error, ")
     return f"{source}: {key} = {shown}: {message}"
 
@@ -176,9 +195,11 @@ def validate(raw: Any, source: str = "config") -> Config:
         raise RnnclfError(f"{source}: the top level must be a mapping of sections ({', '.join(SECTIONS)})")
     for name, value in raw.items():
         if not isinstance(name, str) or name not in SECTIONS:
-            raise RnnclfError(f"{source}: unknown section '{name}'; {_suggest(str(name), (str(name),))}")
+            shown = _shown(name)
+            raise RnnclfError(f"{source}: unknown section '{shown}'; {_suggest(str(name), (str(name),))}")
         if value is not None and not isinstance(value, dict):
-            raise RnnclfError(f"{source}: section '{name}' must be a mapping of keys, got {value!r:.60}")
+            shown = _value_shown(value)
+            raise RnnclfError(f"{source}: section '{name}' must be a mapping of keys, got {shown}")
     try:
         return Config.model_validate({k: v for k, v in raw.items() if v is not None})
     except ValidationError as err:
@@ -192,9 +213,9 @@ def parse_override(item: str) -> tuple[tuple[str, ...], Any]:
     if not sep or len(path) != 2 or not all(path):
         raise RnnclfError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. --set train.epochs=3")
     try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise RnnclfError(f"--set {item!r}: value is not valid YAML ({str(err).splitlines()[0]})") from None
+        value = safe_load(text)
+    except RnnclfError as err:
+        raise RnnclfError(f"--set {item!r}: the value is {str(err).removeprefix('line 1: ')}") from None
     if path[0] not in SECTIONS:
         raise RnnclfError(f"--set {item!r}: unknown section '{path[0]}'; {_suggest(path[0], path[:1])}")
     if path[1] not in SECTIONS[path[0]].model_fields:
@@ -215,14 +236,28 @@ def read_yaml(path: Path) -> Any:
     except OSError as err:
         raise RnnclfError(f"{path}: cannot read ({err.strerror})") from None
     try:
+        return safe_load(text)
+    except RnnclfError as err:
+        raise RnnclfError(f"{path}: {err}") from None
+
+
+def safe_load(text: str) -> Any:
+    """yaml.safe_load; any failure is an RnnclfError 'invalid YAML (...)', with the line when known.
+
+    Besides YAMLError, PyYAML's constructors raise ValueError (a date like 2001-13-01), AttributeError
+    (a malformed !!timestamp) and others; none of them may escape as a traceback."""
+    try:
         return yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise RnnclfError(f"{path}: {where}invalid YAML ({problem})") from None
+        raise RnnclfError(f"{where}invalid YAML ({problem})") from None
     except RecursionError:
-        raise RnnclfError(f"{path}: invalid YAML (nested too deeply)") from None
+        raise RnnclfError("invalid YAML (nested too deeply)") from None
+    except Exception as err:
+        reason = " ".join(str(err).split())[:120] or type(err).__name__
+        raise RnnclfError(f"invalid YAML ({reason})") from None
 
 
 def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -236,6 +271,7 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Confi
         raise RnnclfError(f"{path}: the top level must be a mapping of sections ({', '.join(SECTIONS)})")
     for item in overrides:
         (section, key), value = parse_override(item)
+        validate({section: {key: value}}, f"--set {item!r}")  # a bad value is blamed on its --set
         if not isinstance(raw.get(section), dict):
             raw[section] = {}
         raw[section][key] = value

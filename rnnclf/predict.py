@@ -21,7 +21,7 @@ from rnnclf.data import read_examples
 from rnnclf.errors import RnnclfError
 from rnnclf.metrics import classification_report
 from rnnclf.model import Classifier
-from rnnclf.prepare import encode_tokens, known_labels, tokenize_all
+from rnnclf.prepare import encode_texts, known_labels
 from rnnclf.runtime import autocast, prepare_cpu
 from rnnclf.vocab import Vocab
 
@@ -83,8 +83,7 @@ class Predictor:
         return cls(checkpoint.load(path), source=str(path), device=device)
 
     def encode(self, texts: list[str]) -> Encoded:
-        tokens = tokenize_all(texts, self.config.text)
-        return encode_tokens(tokens, [0] * len(texts), self.vocab)
+        return encode_texts(texts, [0] * len(texts), self.config.text, self.vocab)
 
     def probabilities(self, texts: list[str]) -> torch.Tensor:
         """(N, num_classes) class probabilities, in input order."""
@@ -95,15 +94,17 @@ class Predictor:
 
     def predict(self, texts: list[str], top_k: int | None = None) -> list[Prediction]:
         """Label each text; probabilities of the top_k classes (all when None), most likely first."""
-        results = []
-        for text, row in zip(texts, self.probabilities(texts), strict=True):
-            values, order = torch.sort(row, descending=True)
-            keep = len(self.labels) if top_k is None else min(top_k, len(self.labels))
-            probabilities = {
-                self.labels[int(i)]: float(v) for v, i in zip(values[:keep], order[:keep], strict=True)
-            }
-            results.append(Prediction(text, self.labels[int(order[0])], probabilities))
-        return results
+        keep = len(self.labels) if top_k is None else max(1, min(top_k, len(self.labels)))
+        values, order = torch.sort(self.probabilities(texts), dim=-1, descending=True, stable=True)
+        # Whole-block work, then plain lists: per-row tensor indexing cost ~30 us a document, and
+        # .tolist() of a flat tensor is ~5x faster than of a 2-D one.
+        names = [self.labels[i] for i in order[:, :keep].flatten().tolist()]
+        scores = values[:, :keep].flatten().tolist()
+        starts = range(0, len(names), keep)  # each document's `keep` entries
+        return [
+            Prediction(text, names[i], dict(zip(names[i : i + keep], scores[i : i + keep], strict=True)))
+            for text, i in zip(texts, starts, strict=True)
+        ]
 
     def predict_stream(
         self, texts: Iterable[str], top_k: int | None = None, chunk: int = 2048
@@ -122,6 +123,6 @@ def score_file(predictor: Predictor, path: str | None = None) -> dict[str, Any]:
     if not path:
         raise RnnclfError("no --data given and the run's config names no data.test")
     examples = read_examples(path, data.format, data.text_column, data.label_column)
-    texts, gold = known_labels(examples, predictor.labels, "evaluation")
-    predicted = predictor.probabilities(texts).argmax(dim=-1).tolist()
+    keep, gold = known_labels(examples.labels, predictor.labels, examples.source, "evaluation")
+    predicted = predictor.probabilities([examples.texts[i] for i in keep]).argmax(dim=-1).tolist()
     return classification_report(gold, predicted, predictor.labels)

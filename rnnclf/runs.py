@@ -6,6 +6,7 @@ directory uses it without --model.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -36,11 +37,44 @@ def check_fresh(run_dir: Path) -> None:
         )
 
 
-def remember(run_dir: Path) -> None:
-    """Record run_dir as the latest run of this working directory."""
+def remember(run_dir: Path) -> str | None:
+    """Record run_dir as the latest run of this working directory; returns the record it replaced."""
+    previous = LATEST.read_text(encoding="utf-8") if LATEST.is_file() else None
+    _write_latest(str(run_dir.resolve()) + "\n")
+    return previous
+
+
+def forget(run_dir: Path, previous: str | None) -> None:
+    """Undo remember(run_dir) (for a run that failed before saving anything): put `previous` back."""
+    if not LATEST.is_file() or LATEST.read_text(encoding="utf-8").strip() != str(run_dir.resolve()):
+        return
+    if previous is None:
+        LATEST.unlink(missing_ok=True)
+    else:
+        _write_latest(previous)
+
+
+def missing_folders(run_dir: Path) -> list[Path]:
+    """The folders a new run in run_dir would create (run_dir, missing parents, runs/), deepest first."""
+    missing = {path for path in (run_dir, *run_dir.parents, RUNS) if not path.exists()}
+    return sorted(missing, key=lambda path: len(path.absolute().parts), reverse=True)
+
+
+def discard(run_dir: Path, created: list[Path]) -> None:
+    """Remove what a new run wrote before failing without a checkpoint: its config.yaml and metrics in a
+    folder it created, then the folders it created, where empty. Nothing else is ever deleted."""
+    if run_dir in created:
+        for name in ("config.yaml", "metrics.jsonl", ".metrics.jsonl.tmp"):
+            (run_dir / name).unlink(missing_ok=True)
+    for folder in created:  # deepest first; rmdir refuses a folder that holds anything
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def _write_latest(text: str) -> None:
     LATEST.parent.mkdir(parents=True, exist_ok=True)
     temporary = LATEST.with_name(".LATEST.tmp")
-    temporary.write_text(str(run_dir.resolve()) + "\n", encoding="utf-8")
+    temporary.write_text(text, encoding="utf-8")
     temporary.replace(LATEST)
 
 

@@ -21,7 +21,7 @@ from torch import nn
 
 from rnnclf import checkpoint
 from rnnclf.batching import collate, padding_fraction, training_batches
-from rnnclf.config import Config, dump
+from rnnclf.config import Config, TrainConfig, dump
 from rnnclf.errors import RnnclfError
 from rnnclf.metrics import classification_report
 from rnnclf.model import Classifier, parameter_count
@@ -39,11 +39,15 @@ from rnnclf.runtime import (
 )
 from rnnclf.vectors import load_pretrained
 
-# Settings that change the model's shape or its inputs: a checkpoint only resumes under the same ones.
+# Settings that change the model's shape, its inputs or the replayed batch order and split: a
+# checkpoint only resumes under the same ones.
 SHAPE_KEYS = {
     "model": ("cell", "embedding_dim", "hidden_dim", "num_layers", "bidirectional", "pooling"),
     "text": ("tokenizer", "min_freq", "max_tokens", "max_length", "truncate"),
+    "data": ("valid_fraction",),
+    "train": ("batch_size", "seed"),
 }
+RESUME_KEYS = ("optimizer", "scheduler", "scaler", "rng", "epoch", "step", "history", "best", "partial")
 
 
 class StopFlag:
@@ -130,6 +134,34 @@ def evaluate(
     return {"loss": loss, **report}
 
 
+def train_step(
+    model: Classifier,
+    batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    settings: TrainConfig,
+    device: torch.device,
+    loss_weights: torch.Tensor | None = None,
+) -> float:
+    """One optimisation step on a collated batch (ids (B, T), lengths (B,), labels (B,)); returns the loss."""
+    ids, lengths, targets = batch
+    ids, targets = ids.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+    with autocast(settings.precision, device):
+        logits = model(ids, lengths)  # (B, C)
+    # The loss in fp32: log-softmax of bf16/fp16 logits loses precision for confident predictions.
+    loss = nn.functional.cross_entropy(logits.float(), targets, weight=loss_weights)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if settings.clip_grad_norm is not None:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), settings.clip_grad_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    schedule.step()
+    return loss.item()
+
+
 def _improved(monitor: str, value: float, best: float | None) -> bool:
     if best is None:
         return True
@@ -138,6 +170,9 @@ def _improved(monitor: str, value: float, best: float | None) -> bool:
 
 def _check_resumable(state: dict[str, Any], config: Config, prepared: Prepared, path: Path) -> None:
     """A checkpoint resumes only under the same model shape, text settings, labels and vocabulary."""
+    missing = [key for key in RESUME_KEYS if key not in state]
+    if missing:
+        raise RnnclfError(f"{path}: cannot resume, the checkpoint lacks {', '.join(missing)}")
     saved, now = state["config"], config.to_dict()
     differing = [
         f"{section}.{key} ({saved[section][key]!r} in the checkpoint, {now[section][key]!r} now)"
@@ -161,7 +196,7 @@ def train(
     """Train per `config`, writing checkpoints and metrics to run_dir; returns the final metrics."""
     prepare_cpu()
     reporter = reporter or Reporter(quiet=True)
-    stop = stop or StopFlag()
+    stop = stop if stop is not None else StopFlag()
     run_dir = Path(run_dir)
     settings = config.train
     device = choose_device(settings.device)
@@ -200,8 +235,11 @@ def train(
     partial = {"loss_sum": 0.0, "documents": 0, "words": 0, "seconds": 0.0}
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     if resume:
-        state = checkpoint.load(last_path)
-        _check_resumable(state, config, prepared, last_path)
+        # A kill between writing best.pt and last.pt at an epoch's end leaves only best.pt, which
+        # then holds the same state.
+        source = last_path if last_path.exists() or not best_path.exists() else best_path
+        state = checkpoint.load(source)
+        _check_resumable(state, config, prepared, source)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["scheduler"])
@@ -209,9 +247,9 @@ def train(
         set_rng_state(state["rng"])
         epoch, step, history, best = state["epoch"], state["step"], state["history"], state["best"]
         partial = state["partial"]
-        reporter.message(f"resuming {last_path} at epoch {epoch + 1}, batch {step}")
+        reporter.message(f"resuming {source} at epoch {epoch + 1}, batch {step}")
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(dump(config), encoding="utf-8")
+    _write_text(run_dir / "config.yaml", dump(config))
 
     def snapshot() -> dict[str, Any]:
         return {
@@ -238,23 +276,12 @@ def train(
         model.train()
         tick = time.perf_counter()
         for indices in batches[step:]:
-            ids, batch_lengths, targets = collate(prepared.train, indices)
-            ids, targets = ids.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-            with autocast(settings.precision, device):
-                logits = model(ids, batch_lengths)  # (B, C)
-            loss = nn.functional.cross_entropy(logits.float(), targets, weight=loss_weights)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if settings.clip_grad_norm is not None:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), settings.clip_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            schedule.step()
+            batch = collate(prepared.train, indices)
+            loss = train_step(model, batch, optimizer, schedule, scaler, settings, device, loss_weights)
             step += 1
-            partial["loss_sum"] += loss.item() * targets.numel()
-            partial["documents"] += targets.numel()
-            partial["words"] += int(batch_lengths.sum())
+            partial["loss_sum"] += loss * len(indices)
+            partial["documents"] += len(indices)
+            partial["words"] += int(batch[1].sum())
             now = time.perf_counter()
             partial["seconds"] += now - tick
             tick = now

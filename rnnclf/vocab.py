@@ -191,6 +191,18 @@ def build_vocab_from_iterator(
     counter: Counter[str] = Counter()
     for tokens in iterator:
         counter.update(tokens)
+    return vocab_from_counts(counter, min_freq, specials, special_first, max_tokens)
+
+
+def vocab_from_counts(
+    counter: Mapping[str, int],
+    min_freq: int = 1,
+    specials: list[str] | None = None,
+    special_first: bool = True,
+    max_tokens: int | None = None,
+) -> Vocab:
+    """The torchtext ordering rule of :func:`build_vocab_from_iterator`, from token counts already made
+    (rnnclf's preprocessing counts in parallel and hands the merged counts here)."""
     for token in counter:
         if not isinstance(token, str):
             raise RnnclfError(f"tokens must be strings, got {token!r}")
