@@ -42,6 +42,11 @@ class Encoded:
     def from_dict(cls, state: dict[str, torch.Tensor]) -> Encoded:
         return cls(state["ids"], state["offsets"], state["labels"])
 
+    def slice(self, start: int, stop: int) -> Encoded:
+        """Documents start..stop-1 as their own data set."""
+        offsets = self.offsets[start : stop + 1]
+        return Encoded(self.ids[offsets[0] : offsets[-1]], offsets - offsets[0], self.labels[start:stop])
+
 
 def training_batches(
     lengths: torch.Tensor, batch_size: int, generator: torch.Generator
@@ -58,6 +63,19 @@ def training_batches(
         batches.extend(members.split(batch_size))
     shuffle = torch.randperm(len(batches), generator=generator).tolist()
     return [batches[i] for i in shuffle]
+
+
+def shard(indices: torch.Tensor, rank: int, processes: int) -> torch.Tensor:
+    """This process's part of a global batch. Every process builds the same global batches from the
+    seed; each takes a contiguous part, so length bucketing is kept and the parts together are the
+    batch a single process would take:
+
+        global batch (by length)   [ a b c d e f g ]
+        3 processes                [ a b c | d e | f g ]   rank 1 takes [ d e ]
+
+    Parts differ in size by at most one; a batch smaller than the number of processes leaves some
+    parts empty."""
+    return indices.tensor_split(processes)[rank]
 
 
 def evaluation_batches(lengths: torch.Tensor, batch_size: int) -> list[torch.Tensor]:

@@ -14,6 +14,7 @@ import shlex
 import signal
 import sys
 from collections.abc import Iterator
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,13 +24,16 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from rnnclf.errors import RnnclfError
+from rnnclf.errors import MissingExtra, RnnclfError
 
 app = typer.Typer(
     add_completion=True,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    help="Train, evaluate and use recurrent (RNN/GRU/LSTM) text classifiers from one YAML file.",
+    help="Train, evaluate and use recurrent (RNN/GRU/LSTM) text classifiers from one YAML file.\n\n"
+    'Example: rnnclf train configs/trec.yaml && rnnclf predict "What is the capital of Peru ?"',
+    epilog="Tab completion of commands and options: run 'rnnclf --install-completion' once "
+    "(bash, zsh, fish or PowerShell), then open a new shell.",
 )
 stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -66,6 +70,11 @@ def _user_errors() -> Iterator[None]:
         raise typer.Exit(2) from None
 
 
+def _note(text: str) -> None:
+    """One line on stderr about something optional that did not happen (the command still succeeds)."""
+    stderr.print(f"note: {' '.join(text.split())}", markup=False)
+
+
 def _install_stop_handlers(stop: Any) -> dict[int, Any]:
     """First SIGINT/SIGTERM: finish the current step, save last.pt, exit. Second: exit at once
     (checkpoints are replaced atomically, so no file can be left torn). Returns the handlers replaced."""
@@ -83,7 +92,13 @@ def _install_stop_handlers(stop: Any) -> dict[int, Any]:
 def _resume_command(config: Path, overrides: list[str], folder: Path) -> str:
     """The command line that continues this run, --set overrides included (shell-quoted)."""
     sets = [part for item in overrides for part in ("--set", item)]
-    return shlex.join(["rnnclf", "train", str(config), *sets, "--run-dir", str(folder), "--resume"])
+    words = ["train", str(config), *sets, "--run-dir", str(folder), "--resume"]
+    processes = os.environ.get("WORLD_SIZE", "1")
+    if processes != "1":  # started by torchrun: continue the same way
+        if os.environ.get("LOCAL_WORLD_SIZE") == processes:  # one machine
+            return shlex.join(["torchrun", "--nproc-per-node", processes, "-m", "rnnclf", *words])
+        return "torchrun <the same torchrun options> -m rnnclf " + shlex.join(words)
+    return shlex.join(["rnnclf", *words])
 
 
 def _run_to_resume() -> Path:
@@ -124,6 +139,7 @@ def train(
         from rnnclf.train import train as run_training
 
         settings = config_module.load(config, set_ or [])
+        primary = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 writes and reports
         if run_dir is not None:
             settings.output.run_dir = str(run_dir)
         if resume:
@@ -132,20 +148,23 @@ def train(
             folder = runs.new_run_dir(config, settings.output.run_dir)
             runs.check_fresh(folder)
         settings.output.run_dir = str(folder)
-        reporter = make_reporter(quiet)
+        reporter = make_reporter(quiet or not primary)
         reporter.config(f"config ({config}):\n{config_module.dump(settings)}")
+        if settings.output.tensorboard and primary:
+            reporter = _with_tensorboard(reporter, folder)
         stop = StopFlag()
         previous_handlers = _install_stop_handlers(stop)
         created = runs.missing_folders(folder)  # before remember() makes runs/
-        previous_latest = runs.remember(folder) if not resume else None
+        previous_latest = runs.remember(folder) if not resume and primary else None
         try:
-            run_training(settings, folder, reporter, resume=resume, stop=stop)
+            metrics = run_training(settings, folder, reporter, resume=resume, stop=stop)
         except Interrupted as interrupted:
-            command = _resume_command(config, set_ or [], folder)
-            stderr.print(f"interrupted; last.pt saved. Resume with: {command}", markup=False)
+            if primary:
+                command = _resume_command(config, set_ or [], folder)
+                stderr.print(f"interrupted; last.pt saved. Resume with: {command}", markup=False)
             raise typer.Exit(128 + interrupted.signal) from None
         except BaseException:
-            if not resume and not (folder / "last.pt").exists():
+            if primary and not resume and not (folder / "last.pt").exists():
                 runs.forget(folder, previous_latest)  # a run that saved nothing is not "the latest run"
                 runs.discard(folder, created)  # nor leaves a half-made run folder behind
             raise
@@ -153,6 +172,37 @@ def train(
             reporter.close()
             for number, handler in previous_handlers.items():  # in-process callers get theirs back
                 signal.signal(number, handler)
+        if primary:
+            _after_training(folder, metrics, settings, reporter, quiet)
+
+
+def _with_tensorboard(reporter: Any, folder: Path) -> Any:
+    from rnnclf.tensorboard_log import TensorBoardReporter
+
+    try:
+        return TensorBoardReporter(reporter, folder)
+    except MissingExtra as missing:
+        _note(f"{missing}; training goes on without it")
+        return reporter
+
+
+def _after_training(folder: Path, metrics: dict[str, Any], settings: Any, reporter: Any, quiet: bool) -> None:
+    """Pictures and final TensorBoard scalars, from what training wrote (metrics.jsonl, metrics.json).
+    The run is complete already: a missing optional package or a failed picture costs a note, not it."""
+    if settings.output.plots:
+        from rnnclf.plots import write_run_plots
+
+        try:
+            written = write_run_plots(folder)
+        except RnnclfError as err:
+            _note(f"no plots: {err}")
+        else:
+            if not quiet:
+                stdout.print(f"plots: {', '.join(str(path) for path in written)}", markup=False)
+    from rnnclf.tensorboard_log import TensorBoardReporter, write_final
+
+    if isinstance(reporter, TensorBoardReporter):
+        write_final(folder, metrics)
 
 
 def _print_wide(table: Table) -> None:
@@ -199,22 +249,37 @@ def evaluate(
         str | None, typer.Option(help="Labelled data file/folder. Default: the run's data.test.")
     ] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    plot: Annotated[
+        Path | None, typer.Option(help="Also draw the normalized confusion matrix to this PNG file.")
+    ] = None,
 ) -> None:
     """Score a trained model: accuracy, macro-F1, per-class table, confusion matrix.
 
-    Example: rnnclf eval --model runs/trec-20261126-101500 --data data/test.csv.gz
+    Example: rnnclf eval --model runs/trec-20261126-101500 --data data/test.csv.gz --plot confusion.png
     """
     with _user_errors():
+        from rnnclf import plots
         from rnnclf.predict import Predictor, score_file
         from rnnclf.runs import resolve_checkpoint
 
-        predictor = Predictor.from_checkpoint(resolve_checkpoint(model))
+        if plot is not None:
+            plots.require_matplotlib()  # before the slow part: say so now, not after scoring
+        checkpoint_path = resolve_checkpoint(model)
+        predictor = Predictor.from_checkpoint(checkpoint_path)
         report = score_file(predictor, data)
         if json_:
             # Plain write, not rich: rich would turn ':name:' in a label into an emoji.
             sys.stdout.write(json.dumps(report, ensure_ascii=False) + "\n")
         else:
             _report_tables(report)
+        if plot is not None:
+            source = Path(data or predictor.config.data.test or "?").name
+            scores = f"accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}"
+            title = f"{checkpoint_path.parent.name}/{checkpoint_path.name} on {source}\n{scores}"
+            title += f", {report['n']} documents"
+            plots.confusion_matrix(report["confusion_matrix"], report["labels"], plot, title)
+            # With --json, stdout is the JSON alone.
+            (stderr if json_ else stdout).print(f"confusion matrix: {plot}", markup=False)
 
 
 def _read_lines(file: str) -> Iterator[str]:
@@ -245,12 +310,21 @@ def predict(
     ] = None,
     top_k: Annotated[int | None, typer.Option(min=1, help="Show the K most likely labels.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="One JSON object per document.")] = False,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain",
+            help="Show the tokens that pushed each prediction most, by occlusion: score = p(label) - "
+            "p(label without the token); the first 200 tokens of a document are scored.",
+        ),
+    ] = False,
 ) -> None:
     """Label new text, with probabilities.
 
-    Example: rnnclf predict "What is the capital of Peru ?" --top-k 3
+    Example: rnnclf predict "What is the capital of Peru ?" --top-k 3 --explain
     """
     with _user_errors():
+        from rnnclf.explain import explain_one, highlighted, summary
         from rnnclf.predict import Predictor
         from rnnclf.runs import resolve_checkpoint
 
@@ -263,17 +337,187 @@ def predict(
         out = sys.stdout
         try:
             for result in predictor.predict_stream(documents, top_k=top_k):
+                explanation = explain_one(predictor, result.text) if explain else None
                 if json_:
-                    out.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
+                    record = result.to_dict()
+                    if explanation is not None:
+                        record["explanation"] = explanation.to_dict()
+                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
                 else:
                     shown = list(result.probabilities.items())[: top_k or 1]
                     out.write("\t".join(f"{label}\t{p:.4f}" for label, p in shown) + "\n")
+                    if explanation is not None:
+                        out.write(f"  why {explanation.label}: {summary(explanation)}\n")
+                        out.flush()  # rich writes the next line through the same stream
+                        stdout.print(Text("  ") + highlighted(explanation))
             out.flush()
         except BrokenPipeError:
             # The reader stopped early (`rnnclf predict -f big.txt | head`): end quietly, as Unix tools
             # do; stdout goes to /dev/null so the interpreter's final flush cannot fail again.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise typer.Exit(128 + signal.SIGPIPE) from None
+
+
+MONITOR_NAMES = {"valid_accuracy": "accuracy", "valid_macro_f1": "macro-F1", "valid_loss": "loss"}
+
+
+def _number(value: Any, digits: int = 4) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "-"
+
+
+@app.command("runs")
+def list_runs(
+    folder: Annotated[Path, typer.Argument(help="Folder holding run folders.")] = Path("runs"),
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON list.")] = False,
+) -> None:
+    """List the runs under ./runs (or FOLDER), with their scores.
+
+    Each run's date, data, model, epochs, best valid score, test accuracy and training time.
+
+    Example: rnnclf runs --json
+    """
+    with _user_errors():
+        from rnnclf.runinfo import data_summary, duration
+        from rnnclf.runinfo import list_runs as find_runs
+
+        rows = find_runs(folder)
+        if json_:
+            sys.stdout.write(json.dumps(rows, ensure_ascii=False) + "\n")
+            return
+        if not rows:
+            _note(f"no runs under {folder}/ (train one with 'rnnclf train CONFIG')")
+            return
+        table = Table(title=f"runs under {folder}/", caption="* the latest run: the default --model")
+        for column in ("run", "date", "status", "data", "model"):
+            table.add_column(column, overflow="fold")
+        for column in ("epochs", "best valid", "test acc.", "time"):
+            table.add_column(column, justify="right")
+        for row in rows:
+            planned = row["epochs_planned"]
+            best = row["best_valid"]
+            best_text = "-"
+            if best is not None:
+                monitor = MONITOR_NAMES.get(row["monitor"], row["monitor"])
+                best_text = f"{monitor} {best:.4f} (ep. {row['best_epoch']})"
+            table.add_row(
+                Text(row["name"] + (" *" if row["latest"] else ""), style="bold" if row["latest"] else ""),
+                row["date"] or "-",
+                row["status"],
+                Text(data_summary(row["data"])),
+                row["model"],
+                f"{row['epochs']}/{planned}" if planned else str(row["epochs"]),
+                best_text,
+                _number(row["test_accuracy"]),
+                duration(row["train_seconds"]),
+            )
+        _print_wide(table)
+
+
+@app.command()
+def info(
+    model: ModelOption = None,
+    data: Annotated[
+        str | None,
+        typer.Option(help="Measure vocabulary coverage on this data file. Default: the run's test data."),
+    ] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Describe a trained model: config, vocabulary size and coverage, labels, parameters, format, metrics.
+
+    Example: rnnclf info --model runs/trec-20261126-101500
+    """
+    with _user_errors():
+        from rnnclf.runinfo import checkpoint_info, duration
+        from rnnclf.runs import resolve_checkpoint
+
+        details = checkpoint_info(resolve_checkpoint(model), data)
+        if json_:
+            sys.stdout.write(json.dumps(details, ensure_ascii=False) + "\n")
+            return
+        config = details["config"]
+        text, train_settings = config["text"], config["train"]
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="bold")
+        grid.add_column(overflow="fold")
+        version = f"format {details['format_version']}, written by rnnclf {details['rnnclf_version'] or '?'}"
+        grid.add_row("checkpoint", Text(f"{details['checkpoint']} ({version}, epoch {details['epoch']})"))
+        grid.add_row("data", Text(f"train {config['data']['train']}; test {config['data']['test'] or '-'}"))
+        kept = f"the {'first' if text['truncate'] == 'head' else 'last'} {text['max_length']} tokens"
+        grid.add_row("text", f"{text['tokenizer']} tokenizer, keeps {kept}, min_freq {text['min_freq']}")
+        grid.add_row(
+            "model",
+            f"{details['model']}, embedding {config['model']['embedding_dim']}; "
+            f"{details['parameters']:,} parameters ({details['embedding_parameters']:,} in the embedding)",
+        )
+        grid.add_row(
+            "training",
+            f"{train_settings['epochs']} epochs, batch {train_settings['batch_size']}, "
+            f"{train_settings['optimizer']} lr {train_settings['lr']} ({train_settings['schedule']}), "
+            f"seed {train_settings['seed']}",
+        )
+        vocabulary = f"{details['vocab_size']:,} tokens"
+        cover = details["coverage"]
+        if cover:
+            vocabulary += (
+                f"; covers {cover['token_coverage']:.1%} of the {cover['tokens']:,} tokens "
+                f"({cover['word_coverage']:.1%} of {cover['distinct_words']:,} distinct words) "
+                f"of {cover['data']}"
+            )
+        grid.add_row("vocabulary", Text(vocabulary))
+        labels = details["labels"]
+        grid.add_row("labels", Text(f"{len(labels)}: {', '.join(labels)}"))
+        metrics = details["metrics"]
+        scores = [
+            f"{split} accuracy {_number(metrics[split].get('accuracy'))} macro-F1 "
+            f"{_number(metrics[split].get('macro_f1'))}"
+            for split in ("valid", "test")
+            if split in metrics
+        ]
+        if metrics.get("best_epoch") is not None:
+            scores.append(f"best epoch {metrics['best_epoch']}")
+        if metrics.get("train_seconds") is not None:
+            scores.append(f"trained in {duration(metrics['train_seconds'])}")
+        grid.add_row("metrics", "; ".join(scores) or "-")
+        stdout.print(grid)
+
+
+class ExportFormat(str, Enum):
+    torchscript = "torchscript"
+    onnx = "onnx"
+
+
+@app.command()
+def export(
+    format_: Annotated[
+        ExportFormat, typer.Option("--format", help="torchscript (needs only torch) or onnx.")
+    ],
+    out: Annotated[Path, typer.Option(help="Model file to write; PATH.json gets vocabulary and labels.")],
+    model: ModelOption = None,
+) -> None:
+    """Export a model for deployment: takes token ids and lengths, returns logits and probabilities.
+
+    Example: rnnclf export --format onnx --out model.onnx
+    """
+    with _user_errors():
+        from rnnclf.export import PROBE_LENGTHS, export_model
+        from rnnclf.runs import resolve_checkpoint
+
+        result = export_model(resolve_checkpoint(model), format_.value, out)
+        size = result.model.stat().st_size
+        shown = f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
+        stdout.print(
+            f"wrote {result.model} ({result.format}, {shown}) and {result.metadata} "
+            "(tokenizer settings, vocabulary, labels)",
+            markup=False,
+        )
+        if result.max_difference is not None:
+            stdout.print(
+                f"checked: probabilities within {result.max_difference:.1e} of the checkpoint's on documents "
+                f"of {', '.join(map(str, PROBE_LENGTHS))} tokens in one padded batch",
+                markup=False,
+            )
+        for note in result.notes:
+            _note(note)
 
 
 @app.command("init-config")

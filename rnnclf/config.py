@@ -49,8 +49,9 @@ class TextConfig(Section):
         50000, ge=3, description="vocabulary size cap, specials included; null: no cap"
     )
     max_length: int = Field(400, ge=1, description="tokens kept per document (longer ones are truncated)")
-    truncate: Literal["head", "tail"] = Field(
-        "head", description="which part of a long document to keep: head (first tokens) or tail (last)"
+    truncate: Literal["head", "tail", "head_tail"] = Field(
+        "head",
+        description="what a long document keeps: head (first tokens), tail (last), head_tail (1/4 + end)",
     )
 
 
@@ -62,8 +63,11 @@ class ModelConfig(Section):
     bidirectional: bool = Field(True, description="also read each document right to left")
     dropout: float = Field(0.3, ge=0.0, lt=1.0, description="dropout between layers and before the output")
     embedding_dropout: float = Field(0.2, ge=0.0, lt=1.0, description="dropout on the word vectors")
-    pooling: Literal["last", "mean", "max"] = Field(
-        "max", description="how the states over time become one vector: last, mean or max"
+    word_dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="share of training tokens replaced by <unk> (teaches unseen words)"
+    )
+    pooling: Literal["last", "mean", "max", "attention"] = Field(
+        "max", description="how the states over time become one vector: last, mean, max or attention"
     )
     pretrained_vectors: str | None = Field(
         None, description="GloVe/word2vec text file (.gz ok) to initialise matching words; null: none"
@@ -112,6 +116,16 @@ class OutputConfig(Section):
         None,
         description="where checkpoints and metrics go (relative: to the working directory); "
         "null: runs/<config name>-<date>-<time>",
+    )
+    plots: bool = Field(
+        True,
+        description="draw learning_curves.png and confusion_matrix.png in run_dir at the end "
+        "(needs pip install 'rnnclf[plots]'; without it, a one-line note)",
+    )
+    tensorboard: bool = Field(
+        False,
+        description="also log each epoch's metrics to run_dir/tensorboard "
+        "(needs pip install 'rnnclf[tensorboard]'; metrics.jsonl stays the record)",
     )
 
 

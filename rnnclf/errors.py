@@ -9,3 +9,12 @@ from __future__ import annotations
 
 class RnnclfError(Exception):
     """A user-fixable problem; the message names what is wrong and where (file, line, key)."""
+
+
+class MissingExtra(RnnclfError):
+    """An optional feature whose package is not installed; the message says which extra installs it."""
+
+    def __init__(self, feature: str, package: str, extra: str) -> None:
+        super().__init__(f"{feature} needs {package}, which is not installed: pip install 'rnnclf[{extra}]'")
+        self.package = package
+        self.extra = extra

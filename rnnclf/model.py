@@ -40,9 +40,17 @@ def gather_time(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 class Classifier(nn.Module):
     """Many-to-one recurrent classifier over padded token ids."""
 
-    def __init__(self, vocab_size: int, num_classes: int, config: ModelConfig, pad_index: int = 0) -> None:
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int,
+        config: ModelConfig,
+        pad_index: int = 0,
+        unknown_index: int = 1,
+    ) -> None:
         super().__init__()
         self.config = config
+        self.unknown_index = unknown_index
         self.directions = 2 if config.bidirectional else 1
         self.embedding = nn.Embedding(vocab_size, config.embedding_dim, padding_idx=pad_index)
         self.embedding_dropout = nn.Dropout(config.embedding_dropout)
@@ -58,12 +66,21 @@ class Classifier(nn.Module):
                 )
             )
         self.dropout = nn.Dropout(config.dropout)
+        # Attention pooling: a learned scorer weighs each time step (softmax over the real steps).
+        self.attention = (
+            nn.Linear(config.hidden_dim * self.directions, 1) if config.pooling == "attention" else None
+        )
         self.output = nn.Linear(config.hidden_dim * self.directions, num_classes)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """ids: (B, T) right-padded token ids, lengths: (B,) >= 1 -> logits (B, num_classes)."""
         steps = ids.size(1)
         lengths = lengths.to(ids.device)
+        if self.training and self.config.word_dropout > 0:
+            # Replace random tokens by <unk>: the model learns what to do with words it never saw.
+            # Padding (id 0) stays padding; it is masked out downstream anyway.
+            drop = torch.rand(ids.shape, device=ids.device) < self.config.word_dropout  # (B, T)
+            ids = ids.masked_fill(drop & (ids != self.embedding.padding_idx), self.unknown_index)
         x = self.embedding_dropout(self.embedding(ids))  # (B, T, E)
         backward_index = reverse_index(lengths, steps) if self.directions == 2 else None
         for number, directions in enumerate(self.layers):
@@ -94,6 +111,10 @@ class Classifier(nn.Module):
         if pooling == "mean":
             total = states.masked_fill(~mask, 0.0).sum(dim=1)
             return total / lengths.unsqueeze(1).to(states.dtype)
+        if pooling == "attention":
+            scores = self.attention(states).masked_fill(~mask, float("-inf"))  # (B, T, 1)
+            weights = torch.softmax(scores.float(), dim=1).to(states.dtype)  # (B, T, 1), 0 on padding
+            return (weights * states).sum(dim=1)
         return states.masked_fill(~mask, float("-inf")).amax(dim=1)
 
 

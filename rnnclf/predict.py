@@ -74,6 +74,10 @@ class Predictor:
                 f"{source}: checkpoint contents do not fit together ({str(err)[:160]})"
             ) from None
         self.device = torch.device(device)
+        # Score in the precision the model was trained and validated in (bf16: ~2x faster on CPUs
+        # with AMX); fp16 exists on CUDA only.
+        precision = self.config.train.precision
+        self.precision = "fp32" if precision == "fp16" and self.device.type != "cuda" else precision
         self.model.to(self.device).eval()
         self.state = state
 
@@ -89,7 +93,7 @@ class Predictor:
         """(N, num_classes) class probabilities, in input order."""
         if not texts:
             return torch.empty(0, len(self.labels))
-        logits = logits_for(self.model, self.encode(texts), self.device)
+        logits = logits_for(self.model, self.encode(texts), self.device, self.precision)
         return torch.softmax(logits, dim=-1)
 
     def predict(self, texts: list[str], top_k: int | None = None) -> list[Prediction]:

@@ -59,9 +59,15 @@ def cache_folder() -> Path:
 
 
 def truncator(text_config: TextConfig) -> Callable[[list[str]], list[str]]:
+    """Cut a token list to text.max_length: keep the head, the tail, or both (a quarter of the budget
+    for the opening, the rest for the ending, where reviews and articles tend to conclude)."""
     limit = text_config.max_length
     if text_config.truncate == "tail":
         return lambda tokens: tokens[-limit:]
+    if text_config.truncate == "head_tail":
+        head = limit // 4
+        tail = limit - head
+        return lambda tokens: tokens if len(tokens) <= limit else tokens[:head] + tokens[len(tokens) - tail :]
     return lambda tokens: tokens[:limit]
 
 

@@ -6,10 +6,18 @@ config -> device -> data (cached preprocessing) -> model -> optimizer/schedule -
 Everything a resumed run needs is in last.pt: weights, optimizer, schedule, scaler, RNG state, the
 epoch and the batch within it, and the partial sums of the epoch. Each epoch's batch order comes from
 a generator seeded by (seed, epoch), so a run resumed mid-epoch replays exactly the same batches.
+
+Data parallel (`torchrun --nproc-per-node N -m rnnclf train CONFIG`): every process runs this same
+loop. train.batch_size is the global batch: every process builds the same global batches from the seed
+and takes its own part of each (batching.shard); DistributedDataParallel averages the gradients, and the
+loss is scaled so that the step equals one process's step on the whole batch (up to float order).
+Validation sums confusion matrices and losses over the processes. Only rank 0 writes files and reports.
 """
 
 from __future__ import annotations
 
+import ctypes
+import hashlib
 import json
 import math
 import time
@@ -20,7 +28,7 @@ import torch
 from torch import nn
 
 from rnnclf import checkpoint
-from rnnclf.batching import collate, padding_fraction, training_batches
+from rnnclf.batching import Encoded, collate, padding_fraction, shard, training_batches
 from rnnclf.config import Config, TrainConfig, dump
 from rnnclf.errors import RnnclfError
 from rnnclf.metrics import classification_report
@@ -28,15 +36,7 @@ from rnnclf.model import Classifier, parameter_count
 from rnnclf.predict import logits_for
 from rnnclf.prepare import Prepared, prepare
 from rnnclf.report import Reporter
-from rnnclf.runtime import (
-    autocast,
-    check_precision,
-    choose_device,
-    prepare_cpu,
-    rng_state,
-    seed_everything,
-    set_rng_state,
-)
+from rnnclf.runtime import Processes, autocast, check_precision, data_parallel, prepare_cpu, seed_everything
 from rnnclf.vectors import load_pretrained
 
 # Settings that change the model's shape, its inputs or the replayed batch order and split: a
@@ -61,6 +61,16 @@ class StopFlag:
 
     def __bool__(self) -> bool:
         return self.signal is not None
+
+
+class _Silent(Reporter):
+    """The reporter of processes other than rank 0: rank 0 speaks for the whole job."""
+
+    def __init__(self) -> None:
+        super().__init__(quiet=True)
+
+    def summary(self, text: str) -> None:
+        pass
 
 
 class Interrupted(Exception):
@@ -126,12 +136,40 @@ def evaluate(
     device: torch.device,
     precision: str,
     weights: torch.Tensor | None = None,
+    processes: Processes | None = None,
 ) -> dict[str, Any]:
-    """Loss and the classification report on one encoded data set."""
-    logits = logits_for(model, data, device, precision)  # (N, C)
-    loss = nn.functional.cross_entropy(logits, data.labels, weight=weights).item()
-    report = classification_report(data.labels.tolist(), logits.argmax(dim=-1).tolist(), labels)
-    return {"loss": loss, **report}
+    """Loss and the classification report on one encoded data set.
+
+    With several processes each scores its own contiguous part; their confusion matrices and loss sums
+    add up to the figures of one process scoring everything."""
+    if processes is None or processes.size == 1:
+        logits = logits_for(model, data, device, precision)  # (N, C)
+        loss = nn.functional.cross_entropy(logits, data.labels, weight=weights).item()
+        report = classification_report(data.labels.tolist(), logits.argmax(dim=-1).tolist(), labels)
+        return {"loss": loss, **report}
+    classes = len(labels)
+    part = shard(torch.arange(len(data)), processes.rank, processes.size)
+    mine = data.slice(int(part[0]), int(part[-1]) + 1) if len(part) else data.slice(0, 0)
+    logits = logits_for(model, mine, device, precision) if len(mine) else torch.empty(0, classes)  # (n, C)
+    gold, guess = mine.labels, logits.argmax(dim=-1)  # (n,), (n,)
+    confusion = torch.bincount(gold * classes + guess, minlength=classes * classes)  # (C*C,) row: true
+    losses = nn.functional.cross_entropy(logits, gold, weight=weights, reduction="none")  # (n,)
+    weight = weights[gold].sum() if weights is not None else torch.tensor(float(len(gold)))
+    sums = torch.cat([confusion.double(), torch.stack([losses.sum(), weight]).double()])
+    totals = processes.sum(sums)  # the same on every process
+    matrix = totals[:-2].long().view(classes, classes).tolist()
+    report = classification_report(*_pairs(matrix), labels)
+    return {"loss": float(totals[-2] / totals[-1]), **report}
+
+
+def _pairs(matrix: list[list[int]]) -> tuple[list[int], list[int]]:
+    """(gold, predicted) label lists with the counts of a confusion matrix."""
+    gold, predicted = [], []
+    for true, row in enumerate(matrix):
+        for guess, count in enumerate(row):
+            gold += [true] * count
+            predicted += [guess] * count
+    return gold, predicted
 
 
 def train_step(
@@ -143,16 +181,29 @@ def train_step(
     settings: TrainConfig,
     device: torch.device,
     loss_weights: torch.Tensor | None = None,
+    loss_scale: float | None = None,
+    processes: int = 1,
 ) -> float:
-    """One optimisation step on a collated batch (ids (B, T), lengths (B,), labels (B,)); returns the loss."""
+    """One optimisation step on a collated batch (ids (B, T), lengths (B,), labels (B,)); returns the loss.
+
+    One process (loss_scale None): the loss is the batch mean. One of `processes` data-parallel ones:
+    the loss is this process's share of the global batch's mean, its documents' summed loss times
+    loss_scale (1 / the global batch's total weight); DDP averages gradients over the processes, so
+    the gradient is taken of the share times `processes`."""
     ids, lengths, targets = batch
     ids, targets = ids.to(device, non_blocking=True), targets.to(device, non_blocking=True)
     with autocast(settings.precision, device):
         logits = model(ids, lengths)  # (B, C)
     # The loss in fp32: log-softmax of bf16/fp16 logits loses precision for confident predictions.
-    loss = nn.functional.cross_entropy(logits.float(), targets, weight=loss_weights)
+    if loss_scale is None:
+        loss = nn.functional.cross_entropy(logits.float(), targets, weight=loss_weights)
+        objective = loss
+    else:
+        total = nn.functional.cross_entropy(logits.float(), targets, weight=loss_weights, reduction="sum")
+        loss = total * loss_scale
+        objective = loss * processes
     optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
+    scaler.scale(objective).backward()
     if settings.clip_grad_norm is not None:
         scaler.unscale_(optimizer)
         nn.utils.clip_grad_norm_(model.parameters(), settings.clip_grad_norm)
@@ -160,6 +211,69 @@ def train_step(
     scaler.update()
     schedule.step()
     return loss.item()
+
+
+def _my_part(
+    data: Encoded, indices: torch.Tensor, processes: Processes, weights: torch.Tensor | None
+) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], float | None]:
+    """This process's part of a global batch, collated, and its loss scale for train_step (None: one
+    process, the whole batch)."""
+    if processes.size == 1:
+        return collate(data, indices), None
+    mine = shard(indices, processes.rank, processes.size)
+    if len(mine) == 0:
+        # Fewer documents than processes: DDP needs every process in every step, so this one steps
+        # on a stand-in document that counts for nothing.
+        return collate(data, indices[:1]), 0.0
+    # Every process knows the whole global batch, so its total weight needs no communication.
+    total = float(weights[data.labels[indices]].sum()) if weights is not None else float(len(indices))
+    return collate(data, mine), 1.0 / total if total else 0.0
+
+
+def _prepare_once(config: Config, processes: Processes) -> Prepared:
+    """prepare(config). With several processes the first one on each machine tokenizes (filling the
+    cache) while the others wait, then they read the cache: a machine tokenizes the data once."""
+    if processes.local_rank != 0:
+        processes.barrier()
+    prepared = prepare(config)
+    if processes.local_rank == 0:
+        processes.barrier()
+    return prepared
+
+
+def _fingerprint(prepared: Prepared) -> str:
+    """sha256 of what every process must share: vocabulary, labels and every encoded document."""
+    parts = [p for p in (prepared.train, prepared.valid, prepared.test) if p is not None]
+    sizes = [[len(p), p.ids.numel()] for p in parts]
+    digest = hashlib.sha256(json.dumps([prepared.vocab.get_itos(), prepared.labels, sizes]).encode())
+    for tensor in (t for p in parts for t in (p.ids, p.offsets, p.labels)):
+        tensor = tensor.contiguous()
+        size = tensor.numel() * tensor.element_size()
+        if size:  # the tensor's memory as a buffer, without a copy (no NumPy needed)
+            digest.update((ctypes.c_char * size).from_address(tensor.data_ptr()))
+    return digest.hexdigest()
+
+
+def _check_same_data(prepared: Prepared, processes: Processes) -> str:
+    """Compare the processes' fingerprints of the prepared data; a clear error when they differ."""
+    test = len(prepared.test) if prepared.test is not None else 0
+    mine = (
+        _fingerprint(prepared),
+        f"vocabulary {len(prepared.vocab)}, {len(prepared.labels)} labels, "
+        f"{len(prepared.train)}/{len(prepared.valid)}/{test} train/valid/test documents",
+    )
+    everyone = processes.gather(mine)
+    if len({digest for digest, _ in everyone}) > 1:
+        listing = "; ".join(
+            f"rank {rank}: {described}, sha256 {digest[:12]}"
+            for rank, (digest, described) in enumerate(everyone)
+        )
+        raise RnnclfError(
+            f"the prepared data differ between the processes ({listing}); every process must read the "
+            "same data files with the same settings and rnnclf version (a stale preprocessing cache? "
+            "set RNNCLF_CACHE to an empty folder)"
+        )
+    return mine[0]
 
 
 def _improved(monitor: str, value: float, best: float | None) -> bool:
@@ -193,30 +307,49 @@ def train(
     resume: bool = False,
     stop: StopFlag | None = None,
 ) -> dict[str, Any]:
-    """Train per `config`, writing checkpoints and metrics to run_dir; returns the final metrics."""
+    """Train per `config`, writing checkpoints and metrics to run_dir; returns the final metrics.
+
+    Under torchrun every process calls this; runtime.data_parallel joins them into one job."""
     prepare_cpu()
     reporter = reporter or Reporter(quiet=True)
     stop = stop if stop is not None else StopFlag()
-    run_dir = Path(run_dir)
+    with data_parallel(config.train.device) as processes:
+        if not processes.primary:
+            reporter = _Silent()
+        return _train(config, Path(run_dir), reporter, resume, stop, processes)
+
+
+def _train(
+    config: Config, run_dir: Path, reporter: Reporter, resume: bool, stop: StopFlag, processes: Processes
+) -> dict[str, Any]:
     settings = config.train
-    device = choose_device(settings.device)
+    device = processes.device
     check_precision(settings.precision, device)
     seed_everything(settings.seed)
 
     started = time.perf_counter()
-    prepared = prepare(config)
+    prepared = _prepare_once(config, processes)
     reporter.message(
         f"data: {len(prepared.train)} train / {len(prepared.valid)} valid"
         + (f" / {len(prepared.test)} test" if prepared.test is not None else "")
         + f" documents, {len(prepared.labels)} labels, vocabulary {len(prepared.vocab)}"
         + f" ({'cached' if prepared.cached else 'built'} in {time.perf_counter() - started:.1f}s)"
     )
+    if processes.size > 1:
+        digest = _check_same_data(prepared, processes)
+        reporter.message(
+            f"data parallel: {processes.size} processes ({processes.backend}), global batch "
+            f"{settings.batch_size} (~{settings.batch_size / processes.size:.0f} documents per process); "
+            f"prepared data identical in every process (sha256 {digest[:12]})"
+        )
     model = Classifier(len(prepared.vocab), len(prepared.labels), config.model)
     if config.model.pretrained_vectors:
         found = load_pretrained(model.embedding, prepared.vocab, config.model.pretrained_vectors)
         reporter.message(f"pretrained vectors: {found} of {len(prepared.vocab)} vocabulary words found")
     model.embedding.weight.requires_grad_(not config.model.freeze_embeddings)
     model.to(device)
+    if processes.rank > 0:  # the same initial weights everywhere, but each process its own dropout
+        seed_everything(settings.seed + processes.rank)
     reporter.message(
         f"model: {config.model.cell} x{config.model.num_layers}, {parameter_count(model):,} "
         f"parameters, device {device}, precision {settings.precision}"
@@ -235,21 +368,27 @@ def train(
     partial = {"loss_sum": 0.0, "documents": 0, "words": 0, "seconds": 0.0}
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
     if resume:
-        # A kill between writing best.pt and last.pt at an epoch's end leaves only best.pt, which
-        # then holds the same state.
-        source = last_path if last_path.exists() or not best_path.exists() else best_path
-        state = checkpoint.load(source)
+
+        def load_last() -> tuple[Path, dict[str, Any]]:
+            # A kill between writing best.pt and last.pt at an epoch's end leaves only best.pt, which
+            # then holds the same state.
+            source = last_path if last_path.exists() or not best_path.exists() else best_path
+            return source, checkpoint.load(source)
+
+        source, state = processes.from_primary(load_last)  # rank 0 reads it; every process gets it
         _check_resumable(state, config, prepared, source)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
+        processes.restore_random_state(state["rng"], settings.seed)
         epoch, step, history, best = state["epoch"], state["step"], state["history"], state["best"]
         partial = state["partial"]
         reporter.message(f"resuming {source} at epoch {epoch + 1}, batch {step}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _write_text(run_dir / "config.yaml", dump(config))
+    if processes.primary:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_text(run_dir / "config.yaml", dump(config))
+    net = processes.wrap(model)  # what the steps run; `model` is what checkpoints and evaluation use
 
     def snapshot() -> dict[str, Any]:
         return {
@@ -260,7 +399,7 @@ def train(
             "optimizer": optimizer.state_dict(),
             "scheduler": schedule.state_dict(),
             "scaler": scaler.state_dict(),
-            "rng": rng_state(),
+            "rng": processes.random_state(),
             "epoch": epoch,
             "step": step,
             "history": history,
@@ -268,33 +407,39 @@ def train(
             "partial": partial,
         }
 
-    monitor = settings.monitor
+    monitor, labels, world = settings.monitor, prepared.labels, processes.size
     while epoch < settings.epochs and not _patience_over(history, monitor, settings.patience):
         generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + epoch)
-        batches = training_batches(lengths, settings.batch_size, generator)
+        batches = training_batches(lengths, settings.batch_size, generator)  # the same in every process
         reporter.epoch_start(epoch + 1, settings.epochs, len(batches), step)
-        model.train()
+        net.train()
         tick = time.perf_counter()
         for indices in batches[step:]:
-            batch = collate(prepared.train, indices)
-            loss = train_step(model, batch, optimizer, schedule, scaler, settings, device, loss_weights)
+            batch, loss_scale = _my_part(prepared.train, indices, processes, weights)
+            loss = train_step(
+                net, batch, optimizer, schedule, scaler, settings, device, loss_weights, loss_scale, world
+            )
+            # The global batch's loss, and a stop signal if any process got one: all stop together.
+            loss, signal = processes.agree(loss, stop.signal)
             step += 1
             partial["loss_sum"] += loss * len(indices)
             partial["documents"] += len(indices)
-            partial["words"] += int(batch[1].sum())
+            partial["words"] += int(lengths[indices].sum())
             now = time.perf_counter()
             partial["seconds"] += now - tick
             tick = now
             reporter.step(
                 step, partial["loss_sum"] / partial["documents"], partial["words"] / partial["seconds"]
             )
-            if stop:
+            if signal is not None:
                 if step < len(batches):
-                    checkpoint.save(snapshot(), last_path)
+                    state = snapshot()  # every process: it gathers their random states
+                    if processes.primary:
+                        checkpoint.save(state, last_path)
                     reporter.close()
-                    raise Interrupted(stop.signal or 0, run_dir)
+                    raise Interrupted(signal, run_dir)
                 break  # the epoch is complete: finish it normally, then stop below
-        valid = evaluate(model, prepared.valid, prepared.labels, device, settings.precision, weights)
+        valid = evaluate(model, prepared.valid, labels, device, settings.precision, weights, processes)
         row = {
             "epoch": epoch + 1,
             "train_loss": partial["loss_sum"] / max(1, partial["documents"]),
@@ -313,20 +458,21 @@ def train(
         history.append(row)
         epoch, step = epoch + 1, 0
         partial = {"loss_sum": 0.0, "documents": 0, "words": 0, "seconds": 0.0}
-        # metrics.jsonl is rewritten from history so a resumed run never duplicates a line.
-        _write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
         state = snapshot()
-        if improved:
-            checkpoint.save(state, best_path)
-        checkpoint.save(state, last_path)
+        if processes.primary:
+            # metrics.jsonl is rewritten from history so a resumed run never duplicates a line.
+            _write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+            if improved:
+                checkpoint.save(state, best_path)
+            checkpoint.save(state, last_path)
         reporter.epoch_end(row)
-        if stop:
+        _, signal = processes.agree(0.0, stop.signal)
+        if signal is not None:
             reporter.close()
-            raise Interrupted(stop.signal or 0, run_dir)
+            raise Interrupted(signal, run_dir)
 
-    return _finish(
-        config, run_dir, prepared, model, device, weights, history, time.perf_counter() - started, reporter
-    )
+    seconds = time.perf_counter() - started
+    return _finish(config, run_dir, prepared, model, weights, history, seconds, reporter, processes)
 
 
 def _patience_over(history: list[dict[str, Any]], monitor: str, patience: int | None) -> bool:
@@ -342,26 +488,33 @@ def _finish(
     run_dir: Path,
     prepared: Prepared,
     model: Classifier,
-    device: torch.device,
     weights: torch.Tensor | None,
     history: list[dict[str, Any]],
     seconds: float,
     reporter: Reporter,
+    processes: Processes,
 ) -> dict[str, Any]:
     """Score best.pt on valid (and test) and write metrics.json."""
-    best = checkpoint.load(run_dir / "best.pt", map_location=device)
+    device = processes.device
+
+    def load_best() -> dict[str, Any]:
+        best = checkpoint.load(run_dir / "best.pt", map_location="cpu" if processes.size > 1 else device)
+        return {"model": best["model"], "epoch": best["epoch"]}
+
+    best = processes.from_primary(load_best)
     model.load_state_dict(best["model"])
-    precision = config.train.precision
+    precision, labels = config.train.precision, prepared.labels
     metrics: dict[str, Any] = {
         "best_epoch": best["epoch"],
         "epochs_run": len(history),
         "train_seconds": seconds,
-        "labels": prepared.labels,
-        "valid": evaluate(model, prepared.valid, prepared.labels, device, precision, weights),
+        "labels": labels,
+        "valid": evaluate(model, prepared.valid, labels, device, precision, weights, processes),
     }
     if prepared.test is not None:
-        metrics["test"] = evaluate(model, prepared.test, prepared.labels, device, precision, weights)
-    _write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        metrics["test"] = evaluate(model, prepared.test, labels, device, precision, weights, processes)
+    if processes.primary:
+        _write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     line = f"best epoch {best['epoch']}: valid accuracy {metrics['valid']['accuracy']:.4f}"
     if "test" in metrics:
         line += (

@@ -135,3 +135,20 @@ def tiny_config(tmp_path: Path) -> Path:
     """A tiny learnable data set and its config in tmp_path/project (the working directory is tmp_path,
     so the relative data paths only work if they resolve against the config's folder)."""
     return write_tiny_project(tmp_path / "project")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny model trained through the CLI once per session, for tests that only read it: the run
+    folder (its parent's parent is the working directory it was trained in, holding runs/LATEST)."""
+    from typer.testing import CliRunner
+
+    from rnnclf.cli import app
+
+    root = tmp_path_factory.mktemp("tiny-run")
+    config = write_tiny_project(root / "project")
+    with pytest.MonkeyPatch.context() as patch, cli_globals_restored():
+        patch.chdir(root)
+        result = CliRunner().invoke(app, ["train", str(config), "--quiet"])
+    assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
+    return Path((root / "runs" / "LATEST").read_text(encoding="utf-8").strip())

@@ -1,0 +1,374 @@
+"""Data-parallel training on CPU (gloo), two processes on tiny data.
+
+`python -m torch.distributed.run --nproc-per-node 2 -m rnnclf train ...` (= torchrun) must write one set
+of outputs (rank 0's), whose checkpoint loads for eval and predict; train like one process given the
+same global batch and seed; check that every process prepared the same data (and fail clearly when
+not); stop all processes together on a signal to any one of them, then resume under torchrun; and end,
+not hang, when a process dies.
+
+Tolerance for "like one process": the gradients are the same up to float summation order (DDP adds two
+partial sums where one process adds one), so losses agree to ~1e-7 here; the tests allow 1e-4 on every
+loss, 1e-3 on any weight, and accuracies equal to within one document.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import cli_globals_restored, make_documents, write_csv, write_tiny_project
+from typer.testing import CliRunner
+
+from rnnclf import checkpoint
+from rnnclf.batching import collate, shard
+from rnnclf.cli import app
+from rnnclf.config import Config
+from rnnclf.model import Classifier
+from rnnclf.runtime import Processes
+from rnnclf.train import _my_part, train_step
+
+# No dropout: with it, each process draws its own masks and the runs differ by design.
+SAME_AS_ONE = ["--set", "model.dropout=0", "--set", "model.embedding_dropout=0"]
+# Long enough that a signal lands mid-training on any machine (about 0.1 s an epoch here).
+LONG = ["--set", "train.epochs=1000", "--set", "train.patience=null", "--set", "output.plots=false"]
+LOSS_TOLERANCE, WEIGHT_TOLERANCE = 1e-4, 1e-3
+EXIT_WITHIN_S = 30  # a dead or stopped process must end the whole job within this
+
+
+def invoke(*args: object) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, [str(arg) for arg in args])
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    # One thread per process on a small machine; a short process-group timeout bounds any hang.
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+        "RNNCLF_DIST_TIMEOUT": "60",
+        **extra,
+    }
+
+
+def torchrun(args: list[str], cwd: Path) -> subprocess.Popen:
+    """`torchrun --standalone --nproc-per-node 2 -m rnnclf ARGS` (standalone: a free port of its own)."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    return subprocess.Popen(
+        [*command, "-m", "rnnclf", *args],
+        cwd=cwd,
+        env=child_env(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def by_hand(args_per_rank: list[list[str]], cwd: Path) -> list[subprocess.Popen]:
+    """The processes of one job started without torchrun, from the environment torchrun would set."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    size = str(len(args_per_rank))
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "rnnclf", *args],
+            cwd=cwd,
+            env=child_env(
+                MASTER_ADDR="127.0.0.1",
+                MASTER_PORT=port,
+                RANK=str(rank),
+                LOCAL_RANK=str(rank),
+                WORLD_SIZE=size,
+                LOCAL_WORLD_SIZE=size,
+            ),
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for rank, args in enumerate(args_per_rank)
+    ]
+
+
+def finish(process: subprocess.Popen, timeout: float = 120) -> tuple[int, str, str]:
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, err = process.communicate()
+        pytest.fail(f"still running after {timeout}s:\n{out}\n{err}")
+    return process.returncode, out, err
+
+
+def ranks_of(launcher: subprocess.Popen, count: int = 2, timeout: float = 60) -> dict[int, int]:
+    """{rank: pid} of torchrun's worker processes (its children, told apart by their RANK)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = {}
+        children = Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read_text().split()
+        for pid in children:
+            try:
+                variables = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            for variable in variables:
+                if variable.startswith(b"RANK="):
+                    found[int(variable[5:])] = int(pid)
+        if len(found) == count:
+            return found
+        time.sleep(0.05)
+    pytest.fail("torchrun's worker processes did not appear")
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process.poll() is not None:
+            pytest.fail(f"ended ({process.returncode}) before {path.name} appeared: {process.communicate()}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"{path} did not appear within {timeout}s")
+        time.sleep(0.02)
+
+
+def gone(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return True
+    return status == "Z"  # ended, not yet reaped
+
+
+# --- the math, in one process: global batch -> parts -> averaged gradients --------------------------------
+
+
+def test_shards_partition_each_global_batch() -> None:
+    for size in (1, 2, 3, 8):
+        for count in (1, 2, 7, 8, 64):
+            batch = torch.randperm(count)
+            parts = [shard(batch, rank, size) for rank in range(size)]
+            assert torch.equal(torch.cat(parts), batch)
+            assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+@pytest.mark.parametrize("class_weights", [None, [1.0, 3.0, 0.5]])
+@pytest.mark.parametrize("batch_size", [7, 2])  # 2 documents for 3 processes: one steps on a stand-in
+def test_parts_average_to_the_whole_batch_gradient(
+    class_weights: list[float] | None, batch_size: int
+) -> None:
+    """What DDP does (average the processes' gradients) with the loss each process computes equals one
+    process's gradient on the whole global batch."""
+    from rnnclf.prepare import encode_texts
+    from rnnclf.vocab import build_vocab_from_iterator
+
+    documents = make_documents(batch_size, seed=3)
+    vocab = build_vocab_from_iterator([text.split() for text, _ in documents], specials=["<pad>", "<unk>"])
+    vocab.set_default_index(1)
+    labels = sorted({label for _, label in documents} | {"food", "sports", "tech"})
+    config = Config()
+    config.model.embedding_dim, config.model.hidden_dim = 8, 8
+    config.model.dropout = config.model.embedding_dropout = 0.0
+    config.train.clip_grad_norm = None
+    data = encode_texts(
+        [text for text, _ in documents], [labels.index(label) for _, label in documents], config.text, vocab
+    )
+    weights = torch.tensor(class_weights) if class_weights else None
+    indices = torch.arange(batch_size)
+    torch.manual_seed(0)
+    model = Classifier(len(vocab), len(labels), config.model)
+
+    def gradients(batch: tuple, loss_scale: float | None, processes: int) -> list[torch.Tensor]:
+        copy_ = copy.deepcopy(model)
+        optimizer = torch.optim.SGD(copy_.parameters(), lr=0.0)  # a step that leaves the weights
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        scaler = torch.amp.GradScaler("cpu", enabled=False)
+        device = torch.device("cpu")
+        train_step(
+            copy_, batch, optimizer, schedule, scaler, config.train, device, weights, loss_scale, processes
+        )
+        return [p.grad.clone() for p in copy_.parameters()]
+
+    whole = gradients(collate(data, indices), None, 1)
+    size = 3
+    parts = [
+        gradients(*_my_part(data, indices, Processes(torch.device("cpu"), rank, size), weights), size)
+        for rank in range(size)
+    ]
+    averaged = [torch.stack(grads).mean(dim=0) for grads in zip(*parts, strict=True)]
+    for one, other in zip(whole, averaged, strict=True):
+        torch.testing.assert_close(other, one, rtol=1e-5, atol=1e-6)
+
+
+# --- two processes, end to end ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """The tiny project trained by one process (in-process) and by two (torchrun), same config."""
+    folder = tmp_path_factory.mktemp("distributed")
+    config = write_tiny_project(folder / "project")
+    with pytest.MonkeyPatch.context() as patch, cli_globals_restored():
+        patch.chdir(folder)
+        code, _, stderr = invoke("train", config, "--run-dir", folder / "one", "--quiet", *SAME_AS_ONE)
+        assert code == 0, stderr
+        started = time.monotonic()
+        code, stdout, stderr = finish(
+            torchrun(["train", str(config), "--run-dir", "two", *SAME_AS_ONE], folder)
+        )
+        yield {
+            "folder": folder,
+            "one": folder / "one",
+            "two": folder / "two",
+            "code": code,
+            "stdout": stdout,
+            "stderr": stderr,
+            "seconds": time.monotonic() - started,
+        }
+
+
+@pytest.mark.slow
+def test_two_processes_write_one_set_of_outputs(runs: dict) -> None:
+    assert runs["code"] == 0, runs["stderr"]
+    assert "Traceback" not in runs["stderr"]
+    one, two = runs["one"], runs["two"]
+    assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
+    # Rank 0 alone reports: the config, the set-up lines and the summary appear once.
+    stdout = runs["stdout"]
+    for line in ("config (", "data parallel: 2 processes (gloo)", "best epoch ", "model: lstm"):
+        assert stdout.count(line) == 1, (line, stdout)
+    # ... and says the processes prepared identical data (vocabulary, labels, every document).
+    assert "prepared data identical in every process (sha256 " in stdout
+    assert (runs["folder"] / "runs" / "LATEST").read_text().strip() == str(two.resolve())
+    # The same checkpoint format as one process's: same keys, no DDP 'module.' prefixes.
+    single, double = checkpoint.load(one / "last.pt"), checkpoint.load(two / "last.pt")
+    assert single.keys() == double.keys()
+    assert single["model"].keys() == double["model"].keys()
+    assert len(double["rng"]["ranks"]) == 2  # each process's dropout stream, for resuming
+    print(f"two-process run: {runs['seconds']:.1f}s")
+
+
+@pytest.mark.slow
+def test_two_process_checkpoint_serves_eval_and_predict(runs: dict) -> None:
+    assert runs["code"] == 0, runs["stderr"]
+    metrics = json.loads((runs["two"] / "metrics.json").read_text())
+    code, stdout, stderr = invoke("eval", "--model", runs["two"], "--json")
+    assert code == 0, stderr
+    assert json.loads(stdout)["accuracy"] == pytest.approx(metrics["test"]["accuracy"])
+    code, stdout, stderr = invoke("predict", "--model", runs["two"], "pizza pasta bread", "goal team match")
+    assert code == 0, stderr
+    assert [line.split("\t")[0] for line in stdout.splitlines()] == ["food", "sports"]
+
+
+@pytest.mark.slow
+def test_two_processes_train_like_one_on_the_same_global_batch(runs: dict) -> None:
+    assert runs["code"] == 0, runs["stderr"]
+    rows = [
+        [json.loads(line) for line in (runs[name] / "metrics.jsonl").read_text().splitlines()]
+        for name in ("one", "two")
+    ]
+    assert len(rows[0]) == len(rows[1]) == 3
+    valid_documents = json.loads((runs["one"] / "metrics.json").read_text())["valid"]["n"]
+    for single, double in zip(*rows, strict=True):
+        for key in ("train_loss", "valid_loss", "lr"):
+            assert double[key] == pytest.approx(single[key], abs=LOSS_TOLERANCE), key
+        assert abs(double["valid_accuracy"] - single["valid_accuracy"]) <= 1 / valid_documents + 1e-9
+    final = [json.loads((runs[name] / "metrics.json").read_text()) for name in ("one", "two")]
+    for split in ("valid", "test"):
+        single, double = final[0][split], final[1][split]
+        assert double["n"] == single["n"]
+        assert abs(double["accuracy"] - single["accuracy"]) <= 1 / single["n"] + 1e-9
+        assert double["loss"] == pytest.approx(single["loss"], abs=LOSS_TOLERANCE)
+    assert final[0]["best_epoch"] == final[1]["best_epoch"]
+    one, two = checkpoint.load(runs["one"] / "last.pt"), checkpoint.load(runs["two"] / "last.pt")
+    for name, tensor in one["model"].items():
+        assert (two["model"][name] - tensor).abs().max() < WEIGHT_TOLERANCE, name
+
+
+@pytest.mark.slow
+def test_processes_that_prepared_different_data_stop_with_a_clear_error(tmp_path: Path) -> None:
+    """Two processes started by hand; the second reads a different copy of the data (one document
+    more), as on a machine with a stale copy. Both say so in one line and exit 2; nothing is written."""
+    config = write_tiny_project(tmp_path / "project")
+    stale = write_tiny_project(tmp_path / "stale")
+    write_csv(tmp_path / "stale" / "train.csv", make_documents(91, seed=1))
+    options = ["--run-dir", "run", "--quiet"]
+    processes = by_hand([["train", str(config), *options], ["train", str(stale), *options]], tmp_path)
+    for rank, process in enumerate(processes):
+        code, _, stderr = finish(process, timeout=EXIT_WITHIN_S + 60)
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        assert code == 2, stderr
+        assert len(lines) == 1 and lines[0].startswith(f"error: rank {rank}: the prepared data differ"), (
+            stderr
+        )
+        assert "rank 0: vocabulary 32, 3 labels, 81/9/30 train/valid/test documents" in lines[0]
+        assert "rank 1: vocabulary" in lines[0]
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+@pytest.mark.slow
+def test_a_signal_to_one_process_stops_all_after_the_same_step_then_resume_under_torchrun(
+    tmp_path: Path,
+) -> None:
+    config = write_tiny_project(tmp_path / "project")
+    launcher = torchrun(["train", str(config), "--run-dir", "run", "--quiet", *LONG], tmp_path)
+    ranks = ranks_of(launcher)
+    wait_for(tmp_path / "run" / "metrics.jsonl", launcher)  # an epoch is done: training is under way
+    os.kill(ranks[1], signal.SIGTERM)  # rank 0 gets no signal: it must learn of it and save last.pt
+    started = time.monotonic()
+    code, _, stderr = finish(launcher, timeout=EXIT_WITHIN_S + 30)
+    assert time.monotonic() - started < EXIT_WITHIN_S
+    assert code != 0
+    assert gone(ranks[0]) and gone(ranks[1])
+    assert stderr.count("interrupted; last.pt saved") == 1, stderr  # rank 0 only
+    state = checkpoint.load(tmp_path / "run" / "last.pt")
+    assert state["epoch"] >= 1
+    assert not list((tmp_path / "run").glob(".*.tmp"))
+
+    # The printed command resumes under torchrun; finish the epoch that was interrupted.
+    command = shlex.split(stderr.split("Resume with: ", 1)[1].splitlines()[0])
+    assert command[:5] == ["torchrun", "--nproc-per-node", "2", "-m", "rnnclf"] and "--resume" in command
+    epochs = state["epoch"] + 1 if state["step"] else state["epoch"] + 2
+    code, stdout, stderr = finish(torchrun([*command[5:], "--set", f"train.epochs={epochs}"], tmp_path))
+    assert code == 0, stderr
+    assert stdout.count("best epoch ") == 1
+    rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(row)["epoch"] for row in rows] == list(range(1, epochs + 1))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["torchrun", "by hand"])
+def test_killing_one_process_ends_the_job(tmp_path: Path, launcher: str) -> None:
+    config = write_tiny_project(tmp_path / "project")
+    args = ["train", str(config), "--run-dir", "run", "--quiet", *LONG]
+    if launcher == "torchrun":
+        job = torchrun(args, tmp_path)
+        ranks = ranks_of(job)
+        survivor = job
+    else:
+        first, second = by_hand([args, args], tmp_path)
+        ranks = {0: first.pid, 1: second.pid}
+        job = survivor = first
+    wait_for(tmp_path / "run" / "metrics.jsonl", job)
+    os.kill(ranks[1], signal.SIGKILL)
+    started = time.monotonic()
+    code, _, stderr = finish(survivor, timeout=EXIT_WITHIN_S + 30)
+    assert time.monotonic() - started < EXIT_WITHIN_S, stderr
+    assert code != 0
+    assert gone(ranks[0])
+    if launcher == "by hand":  # no torchrun to stop it: rank 0 notices by itself, in one line
+        second.wait()
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        assert code == 2 and len(lines) == 1, stderr
+        assert lines[0].startswith("error: rank 0: stopped because another process of the job failed")

@@ -1,0 +1,39 @@
+"""Every command's --help shows an example; the top-level help documents shell completion."""
+
+from __future__ import annotations
+
+import typer
+from typer.testing import CliRunner
+
+from rnnclf.cli import app
+
+COMMANDS = sorted(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+
+
+def help_text(*args: str) -> str:
+    result = CliRunner().invoke(app, [*args, "--help"])
+    assert result.exit_code == 0, result.output
+    return " ".join(result.stdout.replace("│", " ").split())  # unwrap rich's boxes and line breaks
+
+
+def test_the_commands() -> None:
+    assert COMMANDS == ["eval", "export", "info", "init-config", "predict", "runs", "train"]
+
+
+def test_every_command_help_shows_an_example() -> None:
+    for command in COMMANDS:
+        assert f"Example: rnnclf {command}" in help_text(command), command
+
+
+def test_top_level_help_shows_an_example_and_shell_completion() -> None:
+    text = help_text()
+    assert "Example: rnnclf train" in text
+    assert "--install-completion" in text and "rnnclf --install-completion" in text
+    for command in COMMANDS:
+        assert command in text
+
+
+def test_completion_script_is_available() -> None:
+    result = CliRunner().invoke(app, ["--show-completion", "bash"], prog_name="rnnclf")
+    assert result.exit_code == 0, result.output
+    assert "_rnnclf_completion" in result.stdout
