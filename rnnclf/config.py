@@ -58,7 +58,7 @@ class TextConfig(Section):
 class ModelConfig(Section):
     cell: Literal["rnn", "gru", "lstm"] = Field("lstm", description="recurrent cell: rnn (Elman), gru, lstm")
     embedding_dim: int = Field(128, ge=1, description="word vector size")
-    hidden_dim: int = Field(256, ge=1, description="recurrent state size per direction")
+    hidden_dim: int = Field(128, ge=1, description="recurrent state size per direction")
     num_layers: int = Field(1, ge=1, description="stacked recurrent layers")
     bidirectional: bool = Field(True, description="also read each document right to left")
     dropout: float = Field(0.3, ge=0.0, lt=1.0, description="dropout between layers and before the output")
