@@ -69,10 +69,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def rng_state() -> dict:
-    """Random-number state of torch (CPU and CUDA) and Python, as plain types and tensors."""
+def rng_state(gpu: torch.device | None = None) -> dict:
+    """Random-number state of torch (CPU and CUDA) and Python, as plain types and tensors. `gpu`: that
+    GPU's state only (a data-parallel process; asking for all would start a context on every GPU)."""
     state = {"torch": torch.get_rng_state(), "python": _python_state()}
-    if torch.cuda.is_available():
+    if gpu is not None:
+        state["cuda"] = [torch.cuda.get_rng_state(gpu)]
+    elif torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
@@ -82,11 +85,13 @@ def _python_state() -> list:
     return [version, list(internal), gauss]
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict, gpu: torch.device | None = None) -> None:
     torch.set_rng_state(state["torch"])
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
+    if "cuda" in state and gpu is not None:
+        torch.cuda.set_rng_state(state["cuda"][0], gpu)
+    elif "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
@@ -185,15 +190,16 @@ class Processes:
     def random_state(self) -> dict:
         """rng_state() of this process; with several processes, every process's in "ranks" (each has
         its own dropout stream), so a resumed job continues each stream."""
-        state = rng_state()
-        if self.size > 1:
-            state["ranks"] = self.gather(state)
+        if self.size == 1:
+            return rng_state()
+        state = rng_state(self.device if self.device.type == "cuda" else None)
+        state["ranks"] = self.gather(state)
         return state
 
     def restore_random_state(self, state: dict, seed: int) -> None:
         saved = state.get("ranks", [state])
         if self.rank < len(saved):
-            set_rng_state(saved[self.rank])
+            set_rng_state(saved[self.rank], self.device if self.device.type == "cuda" else None)
         else:  # more processes than the checkpoint had: a fresh dropout stream for the new ones
             seed_everything(seed + self.rank)
 

@@ -44,6 +44,12 @@ SAME_AS_ONE = ["--set", "model.dropout=0", "--set", "model.embedding_dropout=0"]
 LONG = ["--set", "train.epochs=1000", "--set", "train.patience=null", "--set", "output.plots=false"]
 LOSS_TOLERANCE, WEIGHT_TOLERANCE = 1e-4, 1e-3
 EXIT_WITHIN_S = 30  # a dead or stopped process must end the whole job within this
+# Real processes: gloo, and /proc to find torchrun's workers.
+processes_test = pytest.mark.skipif(
+    not (torch.distributed.is_available() and torch.distributed.is_gloo_available())
+    or not Path("/proc/self/task").exists(),
+    reason="needs torch.distributed with gloo, and Linux /proc",
+)
 
 
 def invoke(*args: object) -> tuple[int, str, str]:
@@ -211,6 +217,42 @@ def test_parts_average_to_the_whole_batch_gradient(
         torch.testing.assert_close(other, one, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize(("documents", "size"), [(7, 3), (2, 3)])  # (2, 3): one process scores nothing
+def test_summed_parts_of_validation_equal_one_process(documents: int, size: int) -> None:
+    """evaluate() with several processes: each scores its part, the sums over processes give the
+    single-process figures (here the processes' sums are added up by hand)."""
+    from rnnclf.prepare import encode_texts
+    from rnnclf.train import evaluate
+    from rnnclf.vocab import build_vocab_from_iterator
+
+    rows = make_documents(documents, seed=5)
+    vocab = build_vocab_from_iterator([text.split() for text, _ in rows], specials=["<pad>", "<unk>"])
+    vocab.set_default_index(1)
+    labels = ["food", "sports", "tech"]
+    config = Config()
+    config.model.embedding_dim, config.model.hidden_dim = 8, 8
+    data = encode_texts([t for t, _ in rows], [labels.index(label) for _, label in rows], config.text, vocab)
+    torch.manual_seed(1)
+    model = Classifier(len(vocab), len(labels), config.model)
+    weights = torch.tensor([1.0, 2.0, 0.5])
+    cpu = torch.device("cpu")
+    single = evaluate(model, data, labels, cpu, "fp32", weights)
+
+    parts = [Processes(cpu, rank, size) for rank in range(size)]
+    seen: list[torch.Tensor] = []
+    for processes in parts:  # first pass: what each process contributes
+        processes.sum = lambda values: seen.append(values) or values  # type: ignore[method-assign]
+        evaluate(model, data, labels, cpu, "fp32", weights, processes)
+    total = torch.stack(seen).sum(dim=0)
+    for processes in parts:  # second pass: every process receives the total, as from all_reduce
+        processes.sum = lambda values: total  # type: ignore[method-assign]
+        shared = evaluate(model, data, labels, cpu, "fp32", weights, processes)
+        assert shared["loss"] == pytest.approx(single["loss"], rel=1e-6)
+        assert {k: v for k, v in shared.items() if k != "loss"} == {
+            k: v for k, v in single.items() if k != "loss"
+        }
+
+
 # --- two processes, end to end ----------------------------------------------------------------------------
 
 
@@ -239,6 +281,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 
 
 @pytest.mark.slow
+@processes_test
 def test_two_processes_write_one_set_of_outputs(runs: dict) -> None:
     assert runs["code"] == 0, runs["stderr"]
     assert "Traceback" not in runs["stderr"]
@@ -260,6 +303,7 @@ def test_two_processes_write_one_set_of_outputs(runs: dict) -> None:
 
 
 @pytest.mark.slow
+@processes_test
 def test_two_process_checkpoint_serves_eval_and_predict(runs: dict) -> None:
     assert runs["code"] == 0, runs["stderr"]
     metrics = json.loads((runs["two"] / "metrics.json").read_text())
@@ -272,6 +316,7 @@ def test_two_process_checkpoint_serves_eval_and_predict(runs: dict) -> None:
 
 
 @pytest.mark.slow
+@processes_test
 def test_two_processes_train_like_one_on_the_same_global_batch(runs: dict) -> None:
     assert runs["code"] == 0, runs["stderr"]
     rows = [
@@ -297,6 +342,7 @@ def test_two_processes_train_like_one_on_the_same_global_batch(runs: dict) -> No
 
 
 @pytest.mark.slow
+@processes_test
 def test_processes_that_prepared_different_data_stop_with_a_clear_error(tmp_path: Path) -> None:
     """Two processes started by hand; the second reads a different copy of the data (one document
     more), as on a machine with a stale copy. Both say so in one line and exit 2; nothing is written."""
@@ -318,6 +364,7 @@ def test_processes_that_prepared_different_data_stop_with_a_clear_error(tmp_path
 
 
 @pytest.mark.slow
+@processes_test
 def test_a_signal_to_one_process_stops_all_after_the_same_step_then_resume_under_torchrun(
     tmp_path: Path,
 ) -> None:
@@ -325,6 +372,8 @@ def test_a_signal_to_one_process_stops_all_after_the_same_step_then_resume_under
     launcher = torchrun(["train", str(config), "--run-dir", "run", "--quiet", *LONG], tmp_path)
     ranks = ranks_of(launcher)
     wait_for(tmp_path / "run" / "metrics.jsonl", launcher)  # an epoch is done: training is under way
+    first_epoch = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    time.sleep(first_epoch["seconds"] / 2)  # most likely mid-epoch (either way it must stop cleanly)
     os.kill(ranks[1], signal.SIGTERM)  # rank 0 gets no signal: it must learn of it and save last.pt
     started = time.monotonic()
     code, _, stderr = finish(launcher, timeout=EXIT_WITHIN_S + 30)
@@ -339,7 +388,7 @@ def test_a_signal_to_one_process_stops_all_after_the_same_step_then_resume_under
     # The printed command resumes under torchrun; finish the epoch that was interrupted.
     command = shlex.split(stderr.split("Resume with: ", 1)[1].splitlines()[0])
     assert command[:5] == ["torchrun", "--nproc-per-node", "2", "-m", "rnnclf"] and "--resume" in command
-    epochs = state["epoch"] + 1 if state["step"] else state["epoch"] + 2
+    epochs = state["epoch"] + 1  # finish the interrupted epoch (or, stopped at an epoch's end, one more)
     code, stdout, stderr = finish(torchrun([*command[5:], "--set", f"train.epochs={epochs}"], tmp_path))
     assert code == 0, stderr
     assert stdout.count("best epoch ") == 1
@@ -348,6 +397,7 @@ def test_a_signal_to_one_process_stops_all_after_the_same_step_then_resume_under
 
 
 @pytest.mark.slow
+@processes_test
 @pytest.mark.parametrize("launcher", ["torchrun", "by hand"])
 def test_killing_one_process_ends_the_job(tmp_path: Path, launcher: str) -> None:
     config = write_tiny_project(tmp_path / "project")
@@ -371,4 +421,4 @@ def test_killing_one_process_ends_the_job(tmp_path: Path, launcher: str) -> None
         second.wait()
         lines = [line for line in stderr.splitlines() if line.strip()]
         assert code == 2 and len(lines) == 1, stderr
-        assert lines[0].startswith("error: rank 0: stopped because another process of the job failed")
+        assert lines[0].startswith("error: rank 0: stopped because another process of this job failed")

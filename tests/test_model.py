@@ -47,7 +47,9 @@ def random_document(length: int, generator: torch.Generator) -> list[int]:
 
 
 def all_settings() -> Iterator[tuple[str, bool, str, int]]:
-    return itertools.product(("rnn", "gru", "lstm"), (False, True), ("last", "mean", "max", "attention"), (1, 2))
+    return itertools.product(
+        ("rnn", "gru", "lstm"), (False, True), ("last", "mean", "max", "attention"), (1, 2)
+    )
 
 
 SETTINGS = list(all_settings())

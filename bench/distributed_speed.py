@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Data-parallel training speed on CPU: 1 process x T threads against P processes x T/P threads.
+
+Both run the same global batches (the first warmup + --batches batches of epoch 1, global batch 128)
+of the lecture-size model (embedding 128, one unidirectional LSTM layer of 256, Adam 0.005, vocabulary
+20k) on IMDB train, through the training loop's own pieces: data_parallel (gloo), each process's part
+of the global batch, train_step under DistributedDataParallel, and the per-step agreement collective.
+Words/s counts real tokens of the global batches (padding excluded) per second of wall time, timed on
+rank 0 after the warm-up steps; the processes start together, so the slowest one sets the pace.
+
+    python bench/distributed_speed.py --data ../shared/data/imdb/train.csv.gz --batches 20 --repeats 2
+
+An OpenMP process with 2 threads on 2 busy cores slows down far more than 2 one-thread processes do
+(its threads wait for each other at every parallel region), so run this on an otherwise idle machine;
+the load average is printed before and after.
+
+The data is tokenized once (the first run fills rnnclf's cache); no measurement includes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rnnclf.config import Config
+
+HERE = Path(__file__).resolve().parent
+
+
+def lecture_config(data: str) -> Config:
+    from rnnclf.config import validate  # here: the parent process imports nothing heavy
+
+    return validate(
+        {
+            "data": {"train": str(Path(data).resolve())},
+            "text": {"max_tokens": 20002},
+            "model": {
+                "cell": "lstm",
+                "embedding_dim": 128,
+                "hidden_dim": 256,
+                "num_layers": 1,
+                "bidirectional": False,
+                "pooling": "last",
+                "dropout": 0.0,
+                "embedding_dropout": 0.0,
+            },
+            "train": {"batch_size": 128, "lr": 0.005, "clip_grad_norm": None, "device": "cpu", "seed": 13},
+        }
+    )
+
+
+def worker(data: str, batches: int, warmup: int) -> None:
+    """One process of the measurement (alone, or one of torchrun's); rank 0 prints a JSON line."""
+    from rnnclf.runtime import prepare_cpu
+
+    prepare_cpu()  # first thing: before torch starts its worker threads
+    import torch
+
+    from rnnclf.batching import training_batches
+    from rnnclf.model import Classifier
+    from rnnclf.runtime import data_parallel, seed_everything
+    from rnnclf.train import _my_part, _prepare_once, make_optimizer, make_schedule, train_step
+
+    config = lecture_config(data)
+    settings = config.train
+    with data_parallel(settings.device) as processes:
+        prepared = _prepare_once(config, processes)
+        seed_everything(settings.seed)
+        model = Classifier(len(prepared.vocab), len(prepared.labels), config.model)
+        net = processes.wrap(model)
+        optimizer = make_optimizer(model, config)
+        schedule = make_schedule(optimizer, config, 10_000)
+        scaler = torch.amp.GradScaler("cpu", enabled=False)
+        lengths = prepared.train.lengths
+        order = training_batches(lengths, settings.batch_size, torch.Generator().manual_seed(settings.seed))
+        order = order[: warmup + batches]
+        net.train()
+        words, started = 0, 0.0
+        for number, indices in enumerate(order):
+            if number == warmup:
+                processes.barrier()
+                started = time.perf_counter()
+            batch, scale = _my_part(prepared.train, indices, processes, None)
+            device, size = processes.device, processes.size
+            loss = train_step(net, batch, optimizer, schedule, scaler, settings, device, None, scale, size)
+            processes.agree(loss, None)  # the loop's per-step collective (loss sum, stop signal)
+            if number >= warmup:
+                words += int(lengths[indices].sum())
+        seconds = time.perf_counter() - started
+        if processes.primary:
+            result = {
+                "processes": processes.size,
+                "threads": torch.get_num_threads(),
+                "batches": batches,
+                "words": words,
+                "seconds": seconds,
+                "words_per_s": words / seconds,
+            }
+            print("RESULT " + json.dumps(result), flush=True)
+
+
+def measure(command: list[str], threads: int) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    output = subprocess.run(command, env=env, capture_output=True, text=True)
+    if output.returncode != 0:
+        sys.exit(f"failed ({output.returncode}): {' '.join(command)}\n{output.stderr[-3000:]}")
+    line = next(line for line in output.stdout.splitlines() if line.startswith("RESULT "))
+    return json.loads(line.removeprefix("RESULT "))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(HERE.parent.parent / "shared/data/imdb/train.csv.gz"))
+    parser.add_argument("--batches", type=int, default=20, help="timed global batches")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed global batches first")
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="threads of the single process (in all)")
+    parser.add_argument("--repeats", type=int, default=1, help="alternating measurements of each")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.data, args.batches, args.warmup)
+        return
+    script = [str(Path(__file__).resolve()), "--worker", "--data", args.data]
+    script += ["--batches", str(args.batches), "--warmup", str(args.warmup)]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    many = [*launcher, "--nproc-per-node", str(args.processes), *script]
+    runs = {"one": ([sys.executable, *script], args.threads), "many": (many, args.threads // args.processes)}
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
+    rates: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(args.repeats):  # alternating, so a change in the machine's load hits both
+        for name, (command, threads) in runs.items():
+            result = measure(command, max(1, threads))
+            rates[name].append(result["words_per_s"])
+            print(
+                f"{result['processes']} process(es) x {result['threads']} thread(s): "
+                f"{result['words_per_s']:,.0f} words/s ({result['words']:,} words in {result['batches']} "
+                f"global batches of 128, {result['seconds']:.1f}s)"
+            )
+    alone, together = statistics.median(rates["one"]), statistics.median(rates["many"])
+    print(f"median: 1 process {alone:,.0f} words/s, {args.processes} processes {together:,.0f} words/s")
+    print(f"ratio {args.processes} processes / 1 process: {together / alone:.2f}x")
+    print(f"load average {os.getloadavg()[0]:.2f} at the end")
+
+
+if __name__ == "__main__":
+    main()
