@@ -27,34 +27,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from rnnclf.config import Config
+from lecture import lecture_config  # bench/lecture.py, beside this script; no torch import
 
 HERE = Path(__file__).resolve().parent
-
-
-def lecture_config(data: str) -> Config:
-    from rnnclf.config import validate  # here: the parent process imports nothing heavy
-
-    return validate(
-        {
-            "data": {"train": str(Path(data).resolve())},
-            "text": {"max_tokens": 20002},
-            "model": {
-                "cell": "lstm",
-                "embedding_dim": 128,
-                "hidden_dim": 256,
-                "num_layers": 1,
-                "bidirectional": False,
-                "pooling": "last",
-                "dropout": 0.0,
-                "embedding_dropout": 0.0,
-            },
-            "train": {"batch_size": 128, "lr": 0.005, "clip_grad_norm": None, "device": "cpu", "seed": 13},
-        }
-    )
 
 
 def worker(data: str, batches: int, warmup: int) -> None:
@@ -69,7 +45,7 @@ def worker(data: str, batches: int, warmup: int) -> None:
     from rnnclf.runtime import data_parallel, seed_everything
     from rnnclf.train import _my_part, _prepare_once, make_optimizer, make_schedule, train_step
 
-    config = lecture_config(data)
+    config = lecture_config(data, device="cpu", seed=13)
     settings = config.train
     with data_parallel(settings.device) as processes:
         prepared = _prepare_once(config, processes)

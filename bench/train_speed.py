@@ -25,34 +25,15 @@ from rnnclf.runtime import prepare_cpu
 prepare_cpu()  # first thing: before torch starts its worker threads
 
 import torch  # noqa: E402
+from lecture import lecture_config  # noqa: E402  (bench/lecture.py, beside this script)
 
 from rnnclf.batching import collate, padding_fraction, training_batches  # noqa: E402
-from rnnclf.config import Config, validate  # noqa: E402
+from rnnclf.config import Config  # noqa: E402
 from rnnclf.model import Classifier  # noqa: E402
 from rnnclf.prepare import prepare  # noqa: E402
 from rnnclf.train import make_optimizer, make_schedule, train_step  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-
-
-def lecture_config(data: str, precision: str) -> Config:
-    return validate(
-        {
-            "data": {"train": str(Path(data).resolve())},
-            "text": {"max_tokens": 20002},
-            "model": {
-                "cell": "lstm",
-                "embedding_dim": 128,
-                "hidden_dim": 256,
-                "num_layers": 1,
-                "bidirectional": False,
-                "pooling": "last",
-                "dropout": 0.0,
-                "embedding_dropout": 0.0,
-            },
-            "train": {"batch_size": 128, "lr": 0.005, "precision": precision, "clip_grad_norm": None},
-        }
-    )
 
 
 def measure(config: Config, batches: int, warmup: int = 3) -> dict[str, float]:
@@ -100,7 +81,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     results = {}
     for precision in args.precision:
-        config = lecture_config(args.data, precision)
+        config = lecture_config(args.data, precision=precision)
         result = measure(config, args.batches)
         results[precision] = result["words_per_s"]
         print(
@@ -108,7 +89,7 @@ def main() -> None:
             f"(median batch {result['median_batch_words_per_s']:,.0f}), padding {result['padding']:.1%}"
         )
     if args.reference_batches:
-        max_length = lecture_config(args.data, "fp32").text.max_length
+        max_length = lecture_config(args.data).text.max_length
         rate = reference(args.data, args.reference_batches, max_length)
         print(f"seed reference (lecture loop, packed, max-len {max_length}): {rate:,.0f} words/s")
         for precision, value in results.items():

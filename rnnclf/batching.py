@@ -42,10 +42,22 @@ class Encoded:
     def from_dict(cls, state: dict[str, torch.Tensor]) -> Encoded:
         return cls(state["ids"], state["offsets"], state["labels"])
 
+    @classmethod
+    def from_lengths(cls, ids: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor) -> Encoded:
+        """ids (tokens,) int32 back to back, lengths (N,) int64, labels (N,) int64."""
+        return cls(ids, offsets_of(lengths), labels)
+
     def slice(self, start: int, stop: int) -> Encoded:
         """Documents start..stop-1 as their own data set."""
         offsets = self.offsets[start : stop + 1]
         return Encoded(self.ids[offsets[0] : offsets[-1]], offsets - offsets[0], self.labels[start:stop])
+
+
+def offsets_of(lengths: torch.Tensor) -> torch.Tensor:
+    """Document lengths (N,) -> offsets (N + 1,) int64: where each document starts in the flat ids."""
+    offsets = torch.zeros(lengths.numel() + 1, dtype=torch.int64)
+    torch.cumsum(lengths, dim=0, out=offsets[1:])
+    return offsets
 
 
 def training_batches(

@@ -442,7 +442,8 @@ def info(
         version = f"format {details['format_version']}, written by rnnclf {details['rnnclf_version'] or '?'}"
         grid.add_row("checkpoint", Text(f"{details['checkpoint']} ({version}, epoch {details['epoch']})"))
         grid.add_row("data", Text(f"train {config['data']['train']}; test {config['data']['test'] or '-'}"))
-        kept = f"the {'first' if text['truncate'] == 'head' else 'last'} {text['max_length']} tokens"
+        part = {"head": "first", "tail": "last", "head_tail": "first quarter and last"}[text["truncate"]]
+        kept = f"the {part} {text['max_length']} tokens"
         grid.add_row("text", f"{text['tokenizer']} tokenizer, keeps {kept}, min_freq {text['min_freq']}")
         grid.add_row(
             "model",

@@ -70,11 +70,11 @@ class Explanation:
 def _probabilities(predictor: Predictor, documents: list[list[int]]) -> torch.Tensor:
     """(N, C) probabilities of token id lists, through the same batching as `rnnclf predict`."""
     lengths = torch.tensor([len(document) for document in documents], dtype=torch.int64)  # (N,)
-    offsets = torch.zeros(len(documents) + 1, dtype=torch.int64)
-    torch.cumsum(lengths, dim=0, out=offsets[1:])
     flat = torch.tensor([token for document in documents for token in document], dtype=torch.int32)
-    data = Encoded(ids=flat, offsets=offsets, labels=torch.zeros(len(documents), dtype=torch.int64))
-    return torch.softmax(logits_for(predictor.model, data, predictor.device), dim=-1)
+    data = Encoded.from_lengths(flat, lengths, torch.zeros(len(documents), dtype=torch.int64))
+    # The predictor's precision: the explained probability is the one `rnnclf predict` shows.
+    logits = logits_for(predictor.model, data, predictor.device, predictor.precision)
+    return torch.softmax(logits, dim=-1)
 
 
 def explain_one(predictor: Predictor, text: str, max_tokens: int = MAX_TOKENS) -> Explanation:

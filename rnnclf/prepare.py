@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from rnnclf import checkpoint
-from rnnclf.batching import Encoded
+from rnnclf.batching import Encoded, offsets_of
 from rnnclf.config import Config, TextConfig
 from rnnclf.data import file_digest, read_examples, stratified_split
 from rnnclf.errors import RnnclfError
@@ -82,9 +82,7 @@ class _Part:
 
     @property
     def offsets(self) -> torch.Tensor:
-        offsets = torch.zeros(self.lengths.numel() + 1, dtype=torch.int64)
-        torch.cumsum(self.lengths, dim=0, out=offsets[1:])
-        return offsets  # (documents + 1,)
+        return offsets_of(self.lengths)  # (documents + 1,)
 
     def select(self, documents: list[int]) -> _Part:
         """The given documents, in the given order."""
@@ -152,9 +150,7 @@ def _encode(part: _Part, labels: list[int], vocab: Vocab) -> Encoded:
         for index in empty.nonzero().flatten().tolist():
             documents[index] = filler
         ids, lengths = torch.cat(documents), lengths.clamp(min=1)
-    offsets = torch.zeros(lengths.numel() + 1, dtype=torch.int64)
-    torch.cumsum(lengths, dim=0, out=offsets[1:])
-    return Encoded(ids=ids, offsets=offsets, labels=torch.tensor(labels, dtype=torch.int64))
+    return Encoded.from_lengths(ids, lengths, torch.tensor(labels, dtype=torch.int64))
 
 
 def encode_texts(texts: list[str], labels: list[int], text_config: TextConfig, vocab: Vocab) -> Encoded:

@@ -95,20 +95,6 @@ def set_rng_state(state: dict, gpu: torch.device | None = None) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-@contextlib.contextmanager
-def threads(count: int | None) -> Iterator[None]:
-    """Temporarily use `count` intra-op threads (None: leave as is)."""
-    if count is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def cpu_count() -> int:
     try:
         return len(os.sched_getaffinity(0))

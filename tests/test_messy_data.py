@@ -10,10 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-import logging
 import random
-import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,19 +42,10 @@ WORDS = {"ham": ["pizza", "pasta", "bread", "soup"], "spam": ["goal", "team", "m
 
 
 @pytest.fixture(autouse=True)
-def _own_cache_and_globals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A private preprocessing cache and working directory; the logger and signal handlers the CLI
-    touches in-process are put back afterwards."""
+def _own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A private preprocessing cache per test; conftest's _isolated_test already runs each test in
+    tmp_path and puts back the logger, signal handlers and float mode the CLI changes in-process."""
     monkeypatch.setenv("RNNCLF_CACHE", str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
-    logger = logging.getLogger("rnnclf")
-    handlers, propagate = list(logger.handlers), logger.propagate
-    signals = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    logger.handlers[:] = handlers
-    logger.propagate = propagate
-    for number, handler in signals.items():
-        signal.signal(number, handler)
 
 
 # --- helpers ----------------------------------------------------------------------------------------------
