@@ -69,6 +69,17 @@ class ModelConfig(Section):
     pooling: Literal["last", "mean", "max", "attention"] = Field(
         "max", description="how the states over time become one vector: last, mean, max or attention"
     )
+    ngrams: int = Field(
+        0,
+        ge=0,
+        le=4,
+        description="also read the document as a bag of word n-grams (1..n, hashed), fastText-style, "
+        "beside the RNN; 0: off",
+    )
+    ngram_buckets: int = Field(
+        500_000, ge=1, description="hash buckets shared by the n-grams of order 2..n (unigrams use the vocab)"
+    )
+    ngram_dim: int = Field(16, ge=1, description="size of the bag-of-n-grams vector")
     pretrained_vectors: str | None = Field(
         None, description="GloVe/word2vec text file (.gz ok) to initialise matching words; null: none"
     )
@@ -96,6 +107,13 @@ class TrainConfig(Section):
     )
     class_weights: Literal["none", "auto"] | list[float] = Field(
         "none", description="none, auto (inverse class frequency) or one weight per label (sorted names)"
+    )
+    ema: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="evaluate and save a moving average of the weights, this decay per step (e.g. 0.999); "
+        "null: off",
     )
     seed: int = Field(13, description="same seed, same data: same result on CPU")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto takes cuda when available")

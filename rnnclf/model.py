@@ -70,7 +70,17 @@ class Classifier(nn.Module):
         self.attention = (
             nn.Linear(config.hidden_dim * self.directions, 1) if config.pooling == "attention" else None
         )
-        self.output = nn.Linear(config.hidden_dim * self.directions, num_classes)
+        # Optional bag of n-grams beside the RNN (fastText's features): the mean vector of the document's
+        # n-grams, n = 1..ngrams, joins the pooled state before the output layer. Unigrams use their
+        # vocabulary row; longer n-grams hash into ngram_buckets rows after the vocabulary.
+        self.vocab_size = vocab_size
+        self.ngrams = None
+        if config.ngrams > 0:
+            self.ngrams = nn.Embedding(vocab_size + config.ngram_buckets, config.ngram_dim)
+            bound = 1.0 / config.ngram_dim  # fastText's initialisation
+            nn.init.uniform_(self.ngrams.weight, -bound, bound)
+        features = config.hidden_dim * self.directions + (config.ngram_dim if config.ngrams > 0 else 0)
+        self.output = nn.Linear(features, num_classes)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """ids: (B, T) right-padded token ids, lengths: (B,) >= 1 -> logits (B, num_classes)."""
@@ -93,7 +103,28 @@ class Classifier(nn.Module):
                 backward_states, _ = directions[1](gather_time(x, backward_index))
                 x = torch.cat([forward_states, gather_time(backward_states, backward_index)], dim=-1)
         pooled = self.pool(x, lengths)  # (B, D*H)
+        if self.ngrams is not None:
+            bag = self.bag_of_ngrams(ids, lengths)  # (B, ngram_dim)
+            pooled = torch.cat([pooled, bag.to(pooled.dtype)], dim=-1)  # (B, D*H + ngram_dim)
         return self.output(self.dropout(pooled))
+
+    def bag_of_ngrams(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """ids: (B, T), lengths: (B,) -> (B, ngram_dim), the mean vector of the n-grams inside each length."""
+        positions = torch.arange(ids.size(1), device=ids.device).unsqueeze(0)  # (1, T)
+        total = torch.zeros(ids.size(0), self.config.ngram_dim, device=ids.device)
+        count = torch.zeros(ids.size(0), 1, device=ids.device)
+        key = ids
+        for n in range(1, self.config.ngrams + 1):
+            if n == 1:
+                rows = ids
+            else:
+                # key[b, t] identifies ids[b, t : t + n]; int64 arithmetic wraps, which only hashes.
+                key = key[:, :-1] * 1_000_003 + ids[:, n - 1 :]  # (B, T - n + 1)
+                rows = self.vocab_size + torch.remainder(key, self.config.ngram_buckets)
+            inside = (positions[:, : rows.size(1)] + n <= lengths.unsqueeze(1)).unsqueeze(-1)  # (B, T-n+1, 1)
+            total = total + (self.ngrams(rows) * inside).sum(dim=1)
+            count = count + inside.sum(dim=1)
+        return total / count  # every document has at least one unigram
 
     def pool(self, states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """states: (B, T, D*H) -> (B, D*H), looking only at each document's real steps."""

@@ -23,10 +23,13 @@ RUN_FILES = ("config.yaml", "metrics.jsonl", "best.pt", "last.pt")
 
 
 def model_summary(model: dict[str, Any]) -> str:
-    """'lstm 2x256 bi, max' from a config's model section: cell, layers x hidden size, direction, pooling."""
+    """'lstm 2x256 bi, max' from a config's model section: cell, layers x hidden size, direction, pooling
+    (and ' + 2-grams' with a bag of n-grams)."""
     try:
         direction = " bi" if model.get("bidirectional") else ""
-        return f"{model['cell']} {model['num_layers']}x{model['hidden_dim']}{direction}, {model['pooling']}"
+        ngrams = f" + {model['ngrams']}-grams" if model.get("ngrams") else ""
+        shape = f"{model['cell']} {model['num_layers']}x{model['hidden_dim']}{direction}"
+        return f"{shape}, {model['pooling']}{ngrams}"
     except (KeyError, TypeError):
         return "-"
 

@@ -133,7 +133,17 @@ CELLS = ("rnn", "gru", "lstm")
 SHAPES = [
     {"pooling": pooling, "cell": CELLS[i % 3], "bidirectional": i % 2 == 0, "num_layers": 1 + i % 2}
     for i, pooling in enumerate(get_args(ModelConfig.model_fields["pooling"].annotation))
-] + [{"pooling": "last", "cell": "lstm", "bidirectional": True, "num_layers": 2}]
+] + [
+    {"pooling": "last", "cell": "lstm", "bidirectional": True, "num_layers": 2},
+    {
+        "pooling": "max",
+        "cell": "gru",
+        "bidirectional": True,
+        "num_layers": 1,
+        "ngrams": 3,
+        "ngram_buckets": 97,
+    },
+]
 
 
 @pytest.mark.parametrize("format", FORMATS)

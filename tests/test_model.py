@@ -186,3 +186,53 @@ def test_backward_direction_reads_right_to_left() -> None:
     # The backward state at the last token has read that token alone (from a zero state).
     single = states_of(model, *batch([[9]]))[0, 0, HIDDEN:]
     torch.testing.assert_close(backward[0, 4], single, atol=ATOL, rtol=0)
+
+
+def make_ngram_model(ngrams: int, seed: int = 0) -> Classifier:
+    torch.manual_seed(seed)
+    config = ModelConfig(
+        cell="lstm", embedding_dim=EMBEDDING, hidden_dim=HIDDEN, ngrams=ngrams, ngram_buckets=31, ngram_dim=5
+    )
+    return Classifier(VOCAB, CLASSES, config).eval()
+
+
+def slow_bag(model: Classifier, document: list[int]) -> torch.Tensor:
+    """The mean n-gram vector, one n-gram at a time: unigrams by id, longer ones by the documented hash."""
+    rows = []
+    for n in range(1, model.config.ngrams + 1):
+        for start in range(len(document) - n + 1):
+            gram = document[start : start + n]
+            if n == 1:
+                rows.append(gram[0])
+                continue
+            key = gram[0]
+            for word in gram[1:]:
+                key = key * 1_000_003 + word
+            rows.append(VOCAB + key % model.config.ngram_buckets)
+    return model.ngrams.weight[rows].mean(dim=0)
+
+
+@pytest.mark.parametrize("ngrams", [1, 2, 3])
+def test_bag_of_ngrams_is_the_mean_over_each_documents_own_ngrams(ngrams: int) -> None:
+    model = make_ngram_model(ngrams)
+    documents = [[7], [3, 4], [5, 9, 2, 8, 11, 30], [1, 1, 1]]  # shorter than n, padded, repeated grams
+    ids, lengths = batch(documents)
+    garbage = ids.masked_fill(ids == 0, 17)  # whatever sits in the padding is never read
+    with torch.no_grad():
+        bags = model.bag_of_ngrams(garbage, lengths)  # (4, 5)
+        for row, document in enumerate(documents):
+            torch.testing.assert_close(bags[row], slow_bag(model, document), atol=1e-6, rtol=0)
+
+
+def test_ngram_bag_joins_the_pooled_state_and_padding_changes_nothing() -> None:
+    model = make_ngram_model(3)
+    generator = torch.Generator().manual_seed(2)
+    short, long = random_document(2, generator), random_document(40, generator)
+    with torch.no_grad():
+        together = model(*batch([short, long]))
+        alone = model(*batch([short]))
+        assert model.output.in_features == 2 * HIDDEN + 5  # bidirectional state + n-gram vector
+        model.ngrams.weight.zero_()  # the bag feeds the output: without it the scores change
+        without = model(*batch([short]))
+    torch.testing.assert_close(together[0], alone[0], atol=ATOL, rtol=0)
+    assert not torch.allclose(without, alone)

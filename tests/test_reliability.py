@@ -193,7 +193,8 @@ TIMING_FIELDS = ("seconds", "words_per_s")
 def test_ctrl_c_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     config = write_project(tmp_path, count=160)
     # The override must survive into the printed resume command, or the resumed run would differ.
-    args = ["train", str(config), "--quiet", "--set", "train.epochs=3"]
+    # Weight averaging on: the average and the raw weights both have to resume exactly.
+    args = ["train", str(config), "--quiet", "--set", "train.epochs=3", "--set", "train.ema=0.9"]
     reference = start([*args, "--run-dir", "reference"], tmp_path)
     interrupted = start([*args, "--run-dir", "interrupted"], tmp_path)
     run = tmp_path / "interrupted"
@@ -212,7 +213,7 @@ def test_ctrl_c_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path: Path
     # The run tells how to resume; that exact command (rnnclf = python -m rnnclf) finishes it.
     command = shlex.split(stderr.split("Resume with: ", 1)[1].splitlines()[0])
     assert command[:2] == ["rnnclf", "train"]
-    assert "--resume" in command and "train.epochs=3" in command
+    assert "--resume" in command and "train.epochs=3" in command and "train.ema=0.9" in command
     code, _, stderr = finish(start(command[1:], tmp_path))
     assert code == 0, stderr
 
@@ -224,6 +225,8 @@ def test_ctrl_c_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path: Path
         checkpoint.load(tmp_path / "reference" / "last.pt"),
         checkpoint.load(run / "last.pt"),
     )
+    assert_same_tensors(reference_state["training_model"], resumed_state["training_model"])
+    assert reference_state["average_updates"] == resumed_state["average_updates"] > 0
     for group, other in zip(
         reference_state["optimizer"]["state"].values(),
         resumed_state["optimizer"]["state"].values(),
