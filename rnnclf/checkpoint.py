@@ -77,7 +77,9 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     try:
         with warnings.catch_warnings():  # torch warns on odd pickles; the error below says enough
             warnings.simplefilter("ignore")
-            state = torch.load(path, map_location=map_location, weights_only=True)
+            # mmap: tensors are read when used, so eval/predict skip the optimizer state best.pt keeps
+            # for resuming (most of its bytes with a large n-gram table).
+            state = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
     except Exception as err:  # torch raises many types for foreign, truncated or hostile files
         raise RnnclfError(f"{path}: not a readable rnnclf checkpoint ({_load_failure(err)})") from None
     if not isinstance(state, dict) or state.get("kind") != KIND:
