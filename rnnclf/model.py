@@ -75,11 +75,12 @@ class Classifier(nn.Module):
         # vocabulary row; longer n-grams hash into ngram_buckets rows after the vocabulary.
         self.vocab_size = vocab_size
         self.ngrams = None
+        features = config.hidden_dim * self.directions
         if config.ngrams > 0:
             self.ngrams = nn.Embedding(vocab_size + config.ngram_buckets, config.ngram_dim)
             bound = 1.0 / config.ngram_dim  # fastText's initialisation
             nn.init.uniform_(self.ngrams.weight, -bound, bound)
-        features = config.hidden_dim * self.directions + (config.ngram_dim if config.ngrams > 0 else 0)
+            features += config.ngram_dim
         self.output = nn.Linear(features, num_classes)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
