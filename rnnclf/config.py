@@ -70,7 +70,7 @@ class ModelConfig(Section):
         "max", description="how the states over time become one vector: last, mean, max or attention"
     )
     ngrams: int = Field(
-        0,
+        2,
         ge=0,
         le=4,
         description="also read the document as a bag of word n-grams (1..n, hashed), fastText-style, "
@@ -80,6 +80,11 @@ class ModelConfig(Section):
         500_000, ge=1, description="hash buckets shared by the n-grams of order 2..n (unigrams use the vocab)"
     )
     ngram_dim: int = Field(16, ge=1, description="size of the bag-of-n-grams vector")
+    ngram_weighting: Literal["nb", "none"] = Field(
+        "nb",
+        description="nb: weigh each n-gram by how well it tells the classes apart in the training split "
+        "(naive-Bayes log-count ratio) and sum them over sqrt(count); none: their plain mean (fastText)",
+    )
     pretrained_vectors: str | None = Field(
         None, description="GloVe/word2vec text file (.gz ok) to initialise matching words; null: none"
     )

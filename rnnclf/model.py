@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from rnnclf.config import ModelConfig
+from rnnclf.ngrams import ngram_rows
 
 CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 
@@ -70,17 +71,23 @@ class Classifier(nn.Module):
         self.attention = (
             nn.Linear(config.hidden_dim * self.directions, 1) if config.pooling == "attention" else None
         )
-        # Optional bag of n-grams beside the RNN (fastText's features): the mean vector of the document's
+        # Optional bag of n-grams beside the RNN (fastText's features): a vector summing the document's
         # n-grams, n = 1..ngrams, joins the pooled state before the output layer. Unigrams use their
-        # vocabulary row; longer n-grams hash into ngram_buckets rows after the vocabulary.
+        # vocabulary row; longer n-grams hash into ngram_buckets rows after the vocabulary (rnnclf.ngrams).
         self.vocab_size = vocab_size
         self.ngrams = None
+        self.register_buffer("ngram_weights", None)  # (rows,) with ngram_weighting nb, below
         features = config.hidden_dim * self.directions
         if config.ngrams > 0:
-            self.ngrams = nn.Embedding(vocab_size + config.ngram_buckets, config.ngram_dim)
+            rows = vocab_size + config.ngram_buckets
+            self.ngrams = nn.Embedding(rows, config.ngram_dim)
             bound = 1.0 / config.ngram_dim  # fastText's initialisation
             nn.init.uniform_(self.ngrams.weight, -bound, bound)
             features += config.ngram_dim
+            if config.ngram_weighting == "nb":
+                # (rows,) naive-Bayes weight per row, set from the training split before training
+                # (rnnclf.ngrams.naive_bayes_weights) and saved with the model; a buffer, not trained.
+                self.register_buffer("ngram_weights", torch.ones(rows))
         self.output = nn.Linear(features, num_classes)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -110,22 +117,20 @@ class Classifier(nn.Module):
         return self.output(self.dropout(pooled))
 
     def bag_of_ngrams(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """ids: (B, T), lengths: (B,) -> (B, ngram_dim), the mean vector of the n-grams inside each length."""
-        positions = torch.arange(ids.size(1), device=ids.device).unsqueeze(0)  # (1, T)
+        """ids: (B, T), lengths: (B,) -> (B, ngram_dim): the n-grams inside each length, either their mean
+        vector (ngram_weighting none, fastText) or their naive-Bayes-weighted sum over sqrt(count) (nb)."""
         total = torch.zeros(ids.size(0), self.config.ngram_dim, device=ids.device)
         count = torch.zeros(ids.size(0), 1, device=ids.device)
-        key = ids
-        for n in range(1, self.config.ngrams + 1):
-            if n == 1:
-                rows = ids
-            else:
-                # key[b, t] identifies ids[b, t : t + n]; int64 arithmetic wraps, which only hashes.
-                key = key[:, :-1] * 1_000_003 + ids[:, n - 1 :]  # (B, T - n + 1)
-                rows = self.vocab_size + torch.remainder(key, self.config.ngram_buckets)
-            inside = (positions[:, : rows.size(1)] + n <= lengths.unsqueeze(1)).unsqueeze(-1)  # (B, T-n+1, 1)
-            total = total + (self.ngrams(rows) * inside).sum(dim=1)
-            count = count + inside.sum(dim=1)
-        return total / count  # every document has at least one unigram
+        found = ngram_rows(ids, lengths, self.config.ngrams, self.vocab_size, self.config.ngram_buckets)
+        for rows, inside in found:
+            weight = inside.unsqueeze(-1).to(total.dtype)  # (B, T - n + 1, 1)
+            if self.ngram_weights is not None:
+                weight = weight * self.ngram_weights[rows].unsqueeze(-1)
+            total = total + (self.ngrams(rows) * weight).sum(dim=1)
+            count = count + inside.sum(dim=1, keepdim=True)
+        # Every document has at least one unigram. With weights, sqrt keeps long documents' bags larger
+        # (more evidence) without letting them grow linearly.
+        return total / (count.sqrt() if self.ngram_weights is not None else count)
 
     def pool(self, states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """states: (B, T, D*H) -> (B, D*H), looking only at each document's real steps."""

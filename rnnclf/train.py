@@ -33,6 +33,7 @@ from rnnclf.config import Config, TrainConfig, dump, validate
 from rnnclf.errors import RnnclfError
 from rnnclf.metrics import classification_report
 from rnnclf.model import Classifier, parameter_count
+from rnnclf.ngrams import naive_bayes_weights
 from rnnclf.predict import logits_for
 from rnnclf.prepare import Prepared, prepare
 from rnnclf.report import Reporter
@@ -52,6 +53,7 @@ SHAPE_KEYS = {
         "ngrams",
         "ngram_buckets",
         "ngram_dim",
+        "ngram_weighting",
     ),
     "text": ("tokenizer", "min_freq", "max_tokens", "max_length", "truncate"),
     "data": ("valid_fraction",),
@@ -128,11 +130,15 @@ class Interrupted(Exception):
 def make_optimizer(model: nn.Module, config: Config) -> torch.optim.Optimizer:
     train = config.train
     parameters = [p for p in model.parameters() if p.requires_grad]
+    # One fused kernel per step instead of a chain of foreach ops: on CPU Adam's step over the IMDB model
+    # (15M weights, mostly the n-gram table) takes 13 ms instead of 82 ms (bench/optimizer_step.py).
     if train.optimizer == "sgd":
-        return torch.optim.SGD(parameters, lr=train.lr, momentum=0.9, weight_decay=train.weight_decay)
+        return torch.optim.SGD(
+            parameters, lr=train.lr, momentum=0.9, weight_decay=train.weight_decay, fused=True
+        )
     if train.optimizer == "adamw":
-        return torch.optim.AdamW(parameters, lr=train.lr, weight_decay=train.weight_decay)
-    return torch.optim.Adam(parameters, lr=train.lr, weight_decay=train.weight_decay)
+        return torch.optim.AdamW(parameters, lr=train.lr, weight_decay=train.weight_decay, fused=True)
+    return torch.optim.Adam(parameters, lr=train.lr, weight_decay=train.weight_decay, fused=True)
 
 
 def make_schedule(
@@ -391,6 +397,16 @@ def _train(
         found = load_pretrained(model.embedding, prepared.vocab, config.model.pretrained_vectors)
         reporter.message(f"pretrained vectors: {found} of {len(prepared.vocab)} vocabulary words found")
     model.embedding.weight.requires_grad_(not config.model.freeze_embeddings)
+    if model.ngram_weights is not None and not resume:  # a resumed run reads them from last.pt
+        model.ngram_weights.copy_(
+            naive_bayes_weights(
+                prepared.train,
+                len(prepared.labels),
+                config.model.ngrams,
+                len(prepared.vocab),
+                config.model.ngram_buckets,
+            )
+        )
     model.to(device)
     if processes.rank > 0:  # the same initial weights everywhere, but each process its own dropout
         seed_everything(settings.seed + processes.rank)

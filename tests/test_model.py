@@ -188,33 +188,49 @@ def test_backward_direction_reads_right_to_left() -> None:
     torch.testing.assert_close(backward[0, 4], single, atol=ATOL, rtol=0)
 
 
-def make_ngram_model(ngrams: int, seed: int = 0) -> Classifier:
+def make_ngram_model(ngrams: int, seed: int = 0, weighting: str = "none") -> Classifier:
     torch.manual_seed(seed)
     config = ModelConfig(
-        cell="lstm", embedding_dim=EMBEDDING, hidden_dim=HIDDEN, ngrams=ngrams, ngram_buckets=31, ngram_dim=5
+        cell="lstm",
+        embedding_dim=EMBEDDING,
+        hidden_dim=HIDDEN,
+        ngrams=ngrams,
+        ngram_buckets=31,
+        ngram_dim=5,
+        ngram_weighting=weighting,
     )
-    return Classifier(VOCAB, CLASSES, config).eval()
+    model = Classifier(VOCAB, CLASSES, config).eval()
+    if model.ngram_weights is not None:
+        model.ngram_weights.uniform_(0.0, 2.0)  # a different weight for every row
+    return model
 
 
-def slow_bag(model: Classifier, document: list[int]) -> torch.Tensor:
-    """The mean n-gram vector, one n-gram at a time: unigrams by id, longer ones by the documented hash."""
+def gram_rows(document: list[int], ngrams: int, buckets: int) -> list[int]:
+    """Every n-gram's table row, one n-gram at a time: unigrams by id, longer ones by the documented hash."""
     rows = []
-    for n in range(1, model.config.ngrams + 1):
+    for n in range(1, ngrams + 1):
         for start in range(len(document) - n + 1):
             gram = document[start : start + n]
-            if n == 1:
-                rows.append(gram[0])
-                continue
             key = gram[0]
             for word in gram[1:]:
                 key = key * 1_000_003 + word
-            rows.append(VOCAB + key % model.config.ngram_buckets)
-    return model.ngrams.weight[rows].mean(dim=0)
+            rows.append(key if n == 1 else VOCAB + key % buckets)
+    return rows
 
 
+def slow_bag(model: Classifier, document: list[int]) -> torch.Tensor:
+    """The bag one n-gram at a time: the mean vector, or with weights the weighted sum over sqrt(count)."""
+    rows = gram_rows(document, model.config.ngrams, model.config.ngram_buckets)
+    vectors = model.ngrams.weight[rows]  # (count, dim)
+    if model.ngram_weights is None:
+        return vectors.mean(dim=0)
+    return (vectors * model.ngram_weights[rows].unsqueeze(1)).sum(dim=0) / len(rows) ** 0.5
+
+
+@pytest.mark.parametrize("weighting", ["none", "nb"])
 @pytest.mark.parametrize("ngrams", [1, 2, 3])
-def test_bag_of_ngrams_is_the_mean_over_each_documents_own_ngrams(ngrams: int) -> None:
-    model = make_ngram_model(ngrams)
+def test_bag_of_ngrams_reads_exactly_each_documents_own_ngrams(ngrams: int, weighting: str) -> None:
+    model = make_ngram_model(ngrams, weighting=weighting)
     documents = [[7], [3, 4], [5, 9, 2, 8, 11, 30], [1, 1, 1]]  # shorter than n, padded, repeated grams
     ids, lengths = batch(documents)
     garbage = ids.masked_fill(ids == 0, 17)  # whatever sits in the padding is never read
