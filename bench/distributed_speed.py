@@ -52,7 +52,7 @@ def worker(data: str, batches: int, warmup: int) -> None:
         seed_everything(settings.seed)
         model = Classifier(len(prepared.vocab), len(prepared.labels), config.model)
         net = processes.wrap(model)
-        optimizer = make_optimizer(model, config)
+        optimizer = make_optimizer(model, config, fused=False)  # as rnnclf train under torchrun
         schedule = make_schedule(optimizer, config, 10_000)
         scaler = torch.amp.GradScaler("cpu", enabled=False)
         lengths = prepared.train.lengths
