@@ -54,23 +54,27 @@ def naive_bayes_weights(
     """(vocab_size + buckets,) float32: each row's max over classes of |log-count ratio| (see above)."""
     rows_total = vocab_size + buckets
     # present[row, c]: training documents of class c that contain the row's n-gram(s).
-    present = torch.zeros(rows_total * num_classes, dtype=torch.int64)
+    present = torch.zeros(rows_total * num_classes, dtype=torch.int32)
     for indices in evaluation_batches(data.lengths, batch_size):
         ids, lengths, labels = collate(data, indices)
         document = torch.arange(ids.size(0)).unsqueeze(1)  # (B, 1)
         for rows, inside in ngram_rows(ids, lengths, order, vocab_size, buckets):
             pairs = (document * rows_total + rows)[inside].unique()  # each (document, row) once
             keys = (pairs % rows_total) * num_classes + labels[pairs // rows_total]
-            present.index_add_(0, keys, torch.ones_like(keys))
-    counts = present.view(rows_total, num_classes).double()  # (R, C)
-    others = counts.sum(dim=1, keepdim=True) - counts  # (R, C): documents of the other classes
+            present.index_add_(0, keys, torch.ones_like(keys, dtype=torch.int32))
+    counts = present.view(rows_total, num_classes)  # (R, C)
+    seen = counts.sum(dim=1, dtype=torch.float64)  # (R,): documents of any class
     documents = torch.bincount(data.labels, minlength=num_classes).double()  # (C,)
     total = documents.sum()
-    share = documents / total
-    inside = (counts + SMOOTHING * share) / documents
-    outside = (others + SMOOTHING * (1 - share)) / (total - documents)
-    ratios = torch.log(inside) - torch.log(outside)  # (R, C)
-    # A class with no training documents (or the only class) says nothing.
-    usable = (documents > 0) & (documents < total)
-    ratios = torch.where(usable, ratios, torch.zeros_like(ratios))
-    return ratios.abs().amax(dim=1).float()
+    weights = torch.zeros(rows_total, dtype=torch.float64)
+    # One class at a time: (R,) temporaries, not (R, C) ones (500,000 buckets x 20 classes in float64
+    # would be 80 MB each).
+    for label in range(num_classes):
+        if not 0 < documents[label] < total:
+            continue  # a class with no training documents (or the only class) says nothing
+        share = documents[label] / total
+        own = counts[:, label].double()
+        inside = (own + SMOOTHING * share) / documents[label]
+        outside = (seen - own + SMOOTHING * (1 - share)) / (total - documents[label])
+        weights = torch.maximum(weights, (inside.log() - outside.log()).abs())
+    return weights.float()
