@@ -60,6 +60,7 @@ model:
   bidirectional: true
   dropout: 0.3
   embedding_dropout: 0.2
+  ngram_buckets: 997  # the default n-gram bag with a small table: checkpoints stay quick to write
 train:
   epochs: 2
   batch_size: 4
