@@ -309,7 +309,17 @@ def test_sigkill_at_random_moments_leaves_loadable_checkpoints(tmp_path: Path) -
     config = write_project(tmp_path, count=30)
     args = ["train", str(config), "--quiet", "--set", "train.epochs=1000"]
     generator = random.Random(20261126)
-    folders: list[Path] = []
+    # The first run is killed only once it has written a checkpoint, at a random moment after: start-up
+    # alone takes 3-4 s on a loaded 2-core machine, longer than most of the random moments below, and
+    # with no checkpoint ever written the kills below would only ever hit fresh start-ups.
+    folders = [tmp_path / "first"]
+    process = start([*args, "--run-dir", str(folders[0])], tmp_path, stdout=subprocess.DEVNULL)
+    wait_for(folders[0] / "last.pt", process)
+    time.sleep(generator.uniform(0.0, 1.0))  # steps and checkpoint writes of the next epochs
+    process.kill()
+    code, _, stderr = finish(process)
+    assert code == -signal.SIGKILL, stderr
+    load_everything(folders)
     for attempt in range(10):
         resume = bool(folders) and (folders[-1] / "last.pt").exists()
         if not resume:  # nothing to resume yet (killed before the first epoch ended): a new run
