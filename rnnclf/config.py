@@ -85,6 +85,13 @@ class ModelConfig(Section):
         description="nb: weigh each n-gram by how well it tells the classes apart in the training split "
         "(naive-Bayes log-count ratio) and sum them over sqrt(count); none: their plain mean (fastText)",
     )
+    members: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="train this many models side by side (each from its own initialisation) and average "
+        "their probabilities: an ensemble, members times the compute",
+    )
     pretrained_vectors: str | None = Field(
         None, description="GloVe/word2vec text file (.gz ok) to initialise matching words; null: none"
     )

@@ -17,6 +17,8 @@ padded kernel is fast too, so one code path serves CPU and CUDA.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -90,8 +92,13 @@ class Classifier(nn.Module):
                 self.register_buffer("ngram_weights", torch.ones(rows))
         self.output = nn.Linear(features, num_classes)
 
-    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """ids: (B, T) right-padded token ids, lengths: (B,) >= 1 -> logits (B, num_classes)."""
+    @property
+    def num_classes(self) -> int:
+        return self.output.out_features
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor, per_member: bool = False) -> torch.Tensor:
+        """ids: (B, T) right-padded token ids, lengths: (B,) >= 1 -> logits (B, num_classes), or
+        (B, 1, num_classes) with per_member=True (the shape Ensemble gives, so training treats both alike)."""
         steps = ids.size(1)
         lengths = lengths.to(ids.device)
         if self.training and self.config.word_dropout > 0:
@@ -114,7 +121,8 @@ class Classifier(nn.Module):
         if self.ngrams is not None:
             bag = self.bag_of_ngrams(ids, lengths)  # (B, ngram_dim)
             pooled = torch.cat([pooled, bag.to(pooled.dtype)], dim=-1)  # (B, D*H + ngram_dim)
-        return self.output(self.dropout(pooled))
+        logits = self.output(self.dropout(pooled))  # (B, C)
+        return logits.unsqueeze(1) if per_member else logits
 
     def bag_of_ngrams(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """ids: (B, T), lengths: (B,) -> (B, ngram_dim): the n-grams inside each length, either their mean
@@ -153,6 +161,60 @@ class Classifier(nn.Module):
             weights = torch.softmax(scores.float(), dim=1).to(states.dtype)  # (B, T, 1), 0 on padding
             return (weights * states).sum(dim=1)
         return states.masked_fill(~mask, float("-inf")).amax(dim=1)
+
+
+class Ensemble(nn.Module):
+    """`config.members` classifiers of the same shape, initialised apart and trained side by side on the
+    same batches, each on its own loss (per_member=True gives their logits to the training step). Scoring
+    averages their probabilities: the output is log(mean probability), so softmax gives that mean and
+    argmax its best class. Averaging models that erred differently cancels part of each one's noise:
+    on small data it is the most reliable gain there is, for members times the compute."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int,
+        config: ModelConfig,
+        pad_index: int = 0,
+        unknown_index: int = 1,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.members = nn.ModuleList(
+            Classifier(vocab_size, num_classes, config, pad_index, unknown_index)
+            for _ in range(config.members)
+        )
+
+    @property
+    def num_classes(self) -> int:
+        return self.members[0].num_classes
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor, per_member: bool = False) -> torch.Tensor:
+        """ids: (B, T), lengths: (B,) -> log mean probability (B, C) in fp32, or with per_member=True
+        each member's logits (B, K, C)."""
+        logits = torch.stack([member(ids, lengths) for member in self.members], dim=1)  # (B, K, C)
+        if per_member:
+            return logits
+        log_probabilities = torch.log_softmax(logits.float(), dim=-1)  # (B, K, C)
+        return torch.logsumexp(log_probabilities, dim=1) - math.log(len(self.members))  # (B, C)
+
+
+Model = Classifier | Ensemble
+
+
+def build_model(
+    vocab_size: int, num_classes: int, config: ModelConfig, pad_index: int = 0, unknown_index: int = 1
+) -> Model:
+    """A Classifier, or an Ensemble of config.members of them (a single one keeps the plain Classifier,
+    whose checkpoints name its parameters without a member prefix)."""
+    if config.members == 1:
+        return Classifier(vocab_size, num_classes, config, pad_index, unknown_index)
+    return Ensemble(vocab_size, num_classes, config, pad_index, unknown_index)
+
+
+def members_of(model: nn.Module) -> list[Classifier]:
+    """The classifiers inside a model: its members, or the model itself."""
+    return list(model.members) if isinstance(model, Ensemble) else [model]
 
 
 def parameter_count(model: nn.Module) -> int:

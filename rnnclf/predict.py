@@ -20,7 +20,7 @@ from rnnclf.config import Config, validate
 from rnnclf.data import read_examples
 from rnnclf.errors import RnnclfError
 from rnnclf.metrics import classification_report
-from rnnclf.model import Classifier
+from rnnclf.model import Model, build_model
 from rnnclf.prepare import encode_texts, known_labels
 from rnnclf.runtime import autocast, prepare_cpu
 from rnnclf.vocab import Vocab
@@ -30,7 +30,7 @@ EVAL_BATCH = 128
 
 
 def logits_for(
-    model: Classifier,
+    model: Model,
     data: Encoded,
     device: torch.device,
     precision: str = "fp32",
@@ -38,7 +38,7 @@ def logits_for(
 ) -> torch.Tensor:
     """Scores for every document, in the data's order: (N, num_classes) float32 on CPU."""
     model.eval()
-    out = torch.empty(len(data), model.output.out_features)
+    out = torch.empty(len(data), model.num_classes)
     with torch.inference_mode():
         for indices in evaluation_batches(data.lengths, batch_size):
             ids, lengths, _ = collate(data, indices)
@@ -66,7 +66,7 @@ class Predictor:
             self.config: Config = validate(state["config"], f"{source}: config")
             self.vocab = Vocab.from_dict(state["vocab"])
             self.labels: list[str] = [str(label) for label in state["labels"]]
-            self.model = Classifier(len(self.vocab), len(self.labels), self.config.model)
+            self.model = build_model(len(self.vocab), len(self.labels), self.config.model)
             self.model.load_state_dict(state["model"])
         except RnnclfError:
             raise

@@ -24,12 +24,13 @@ RUN_FILES = ("config.yaml", "metrics.jsonl", "best.pt", "last.pt")
 
 def model_summary(model: dict[str, Any]) -> str:
     """'lstm 2x256 bi, max' from a config's model section: cell, layers x hidden size, direction, pooling
-    (and ' + 2-grams' with a bag of n-grams)."""
+    (and ' + 2-grams' with a bag of n-grams, ', 3 members' for an ensemble)."""
     try:
         direction = " bi" if model.get("bidirectional") else ""
         ngrams = f" + {model['ngrams']}-grams" if model.get("ngrams") else ""
         shape = f"{model['cell']} {model['num_layers']}x{model['hidden_dim']}{direction}"
-        return f"{shape}, {model['pooling']}{ngrams}"
+        members = f", {model['members']} members" if model.get("members", 1) > 1 else ""
+        return f"{shape}, {model['pooling']}{ngrams}{members}"
     except (KeyError, TypeError):
         return "-"
 
@@ -201,7 +202,7 @@ def checkpoint_info(path: str | Path, data: str | None = None) -> dict[str, Any]
     """Everything `rnnclf info` shows about one checkpoint: where it comes from, its config, vocabulary
     (size and coverage of a data set), labels, parameter count, format version and metrics."""
     from rnnclf import checkpoint
-    from rnnclf.model import parameter_count
+    from rnnclf.model import members_of, parameter_count
     from rnnclf.predict import Predictor
 
     path = Path(path)
@@ -209,7 +210,7 @@ def checkpoint_info(path: str | Path, data: str | None = None) -> dict[str, Any]
     predictor = Predictor(state, source=str(path))  # checks that the parts fit together
     config = predictor.config
     model = predictor.model
-    embedding = model.embedding.weight.numel()
+    embedding = sum(member.embedding.weight.numel() for member in members_of(model))
     info: dict[str, Any] = {
         "checkpoint": str(path),
         "format_version": state["format_version"],

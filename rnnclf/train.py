@@ -32,7 +32,7 @@ from rnnclf.batching import Encoded, collate, padding_fraction, shard, training_
 from rnnclf.config import Config, TrainConfig, dump, validate
 from rnnclf.errors import RnnclfError
 from rnnclf.metrics import classification_report
-from rnnclf.model import Classifier, parameter_count
+from rnnclf.model import Model, build_model, members_of, parameter_count
 from rnnclf.ngrams import naive_bayes_weights
 from rnnclf.predict import logits_for
 from rnnclf.prepare import Prepared, prepare
@@ -54,6 +54,7 @@ SHAPE_KEYS = {
         "ngram_buckets",
         "ngram_dim",
         "ngram_weighting",
+        "members",
     ),
     "text": ("tokenizer", "min_freq", "max_tokens", "max_length", "truncate"),
     "data": ("valid_fraction",),
@@ -180,7 +181,7 @@ def class_weights(config: Config, prepared: Prepared) -> torch.Tensor | None:
 
 
 def evaluate(
-    model: Classifier,
+    model: Model,
     data: Any,
     labels: list[str],
     device: torch.device,
@@ -223,7 +224,7 @@ def _pairs(matrix: list[list[int]]) -> tuple[list[int], list[int]]:
 
 
 def train_step(
-    model: Classifier,
+    model: Model,
     batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
     optimizer: torch.optim.Optimizer,
     schedule: torch.optim.lr_scheduler.LRScheduler,
@@ -243,20 +244,28 @@ def train_step(
     ids, lengths, targets = batch
     ids, targets = ids.to(device, non_blocking=True), targets.to(device, non_blocking=True)
     with autocast(settings.precision, device):
-        logits = model(ids, lengths)  # (B, C)
+        logits = model(ids, lengths, per_member=True)  # (B, K, C): K = 1, or an ensemble's members
+    members = logits.size(1)
+    # Each member on its own loss: (B * K, C) rows against each document's label K times. The loss
+    # reported is the members' mean; the objective is their sum, so each member gets the gradient it
+    # would get alone.
     # The loss in fp32: log-softmax of bf16/fp16 logits loses precision for confident predictions.
+    logits = logits.float().flatten(0, 1)
+    targets = targets.repeat_interleave(members)
     if loss_scale is None:
-        loss = nn.functional.cross_entropy(logits.float(), targets, weight=loss_weights)
-        objective = loss
+        loss = nn.functional.cross_entropy(logits, targets, weight=loss_weights)
+        objective = loss * members
     else:
-        total = nn.functional.cross_entropy(logits.float(), targets, weight=loss_weights, reduction="sum")
-        loss = total * loss_scale
-        objective = loss * processes
+        total = nn.functional.cross_entropy(logits, targets, weight=loss_weights, reduction="sum")
+        loss = total * loss_scale / members
+        objective = loss * processes * members
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(objective).backward()
     if settings.clip_grad_norm is not None:
         scaler.unscale_(optimizer)
-        nn.utils.clip_grad_norm_(model.parameters(), settings.clip_grad_norm)
+        # Per member, so an ensemble's members are clipped as each would be alone.
+        for member in members_of(getattr(model, "module", model)):  # DDP wraps the model in .module
+            nn.utils.clip_grad_norm_(member.parameters(), settings.clip_grad_norm)
     scaler.step(optimizer)
     scaler.update()
     schedule.step()
@@ -393,26 +402,31 @@ def _train(
             f"{settings.batch_size} (~{settings.batch_size / processes.size:.0f} documents per process); "
             f"prepared data identical in every process (sha256 {digest[:12]})"
         )
-    model = Classifier(len(prepared.vocab), len(prepared.labels), config.model)
+    model = build_model(len(prepared.vocab), len(prepared.labels), config.model)
+    members = members_of(model)
     if config.model.pretrained_vectors:
-        found = load_pretrained(model.embedding, prepared.vocab, config.model.pretrained_vectors)
+        for member in members:
+            found = load_pretrained(member.embedding, prepared.vocab, config.model.pretrained_vectors)
         reporter.message(f"pretrained vectors: {found} of {len(prepared.vocab)} vocabulary words found")
-    model.embedding.weight.requires_grad_(not config.model.freeze_embeddings)
-    if model.ngram_weights is not None and not resume:  # a resumed run reads them from last.pt
-        model.ngram_weights.copy_(
-            naive_bayes_weights(
-                prepared.train,
-                len(prepared.labels),
-                config.model.ngrams,
-                len(prepared.vocab),
-                config.model.ngram_buckets,
-            )
+    for member in members:
+        member.embedding.weight.requires_grad_(not config.model.freeze_embeddings)
+    if members[0].ngram_weights is not None and not resume:  # a resumed run reads them from last.pt
+        weights = naive_bayes_weights(
+            prepared.train,
+            len(prepared.labels),
+            config.model.ngrams,
+            len(prepared.vocab),
+            config.model.ngram_buckets,
         )
+        for member in members:
+            member.ngram_weights.copy_(weights)
     model.to(device)
     if processes.rank > 0:  # the same initial weights everywhere, but each process its own dropout
         seed_everything(settings.seed + processes.rank)
     reporter.message(
-        f"model: {config.model.cell} x{config.model.num_layers}, {parameter_count(model):,} "
+        f"model: {config.model.cell} x{config.model.num_layers}"
+        + (f", {len(members)} members" if len(members) > 1 else "")
+        + f", {parameter_count(model):,} "
         f"parameters, device {device}, precision {settings.precision}"
     )
 
@@ -567,7 +581,7 @@ def _finish(
     config: Config,
     run_dir: Path,
     prepared: Prepared,
-    model: Classifier,
+    model: Model,
     weights: torch.Tensor | None,
     history: list[dict[str, Any]],
     seconds: float,

@@ -18,7 +18,7 @@ from rnnclf import checkpoint
 from rnnclf.cli import app
 from rnnclf.config import Config, ModelConfig
 from rnnclf.export import export_model, padded_batch
-from rnnclf.model import Classifier
+from rnnclf.model import build_model, members_of
 from rnnclf.predict import Predictor
 from rnnclf.prepare import truncator
 from rnnclf.text import get_tokenizer
@@ -116,9 +116,10 @@ def make_checkpoint(folder: Path, **model: Any) -> Path:
     torch.manual_seed(3)
     config = Config.model_validate({"model": {"embedding_dim": 8, "hidden_dim": 6, **model}})
     itos = ["<pad>", "<unk>", *[f"w{i}" for i in range(40)]]
-    classifier = Classifier(len(itos), 4, config.model)
-    if classifier.ngram_weights is not None:  # trained weights differ per row; export must keep them
-        classifier.ngram_weights.uniform_(0.0, 3.0)
+    classifier = build_model(len(itos), 4, config.model)
+    for member in members_of(classifier):
+        if member.ngram_weights is not None:  # trained weights differ per row; export must keep them
+            member.ngram_weights.uniform_(0.0, 3.0)
     state = {
         "config": config.to_dict(),
         "vocab": Vocab(itos, default_index=1).to_dict(),
@@ -145,6 +146,7 @@ SHAPES = [
         "ngrams": 3,
         "ngram_buckets": 97,
     },
+    {"pooling": "mean", "cell": "lstm", "bidirectional": True, "num_layers": 1, "members": 3},
 ]
 
 
