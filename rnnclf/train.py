@@ -405,21 +405,21 @@ def _train(
     model = build_model(len(prepared.vocab), len(prepared.labels), config.model)
     members = members_of(model)
     if config.model.pretrained_vectors:
-        for member in members:
-            found = load_pretrained(member.embedding, prepared.vocab, config.model.pretrained_vectors)
+        embeddings = [member.embedding for member in members]
+        found = load_pretrained(embeddings, prepared.vocab, config.model.pretrained_vectors)
         reporter.message(f"pretrained vectors: {found} of {len(prepared.vocab)} vocabulary words found")
     for member in members:
         member.embedding.weight.requires_grad_(not config.model.freeze_embeddings)
     if members[0].ngram_weights is not None and not resume:  # a resumed run reads them from last.pt
-        weights = naive_bayes_weights(
+        ngram_weights = naive_bayes_weights(
             prepared.train,
             len(prepared.labels),
             config.model.ngrams,
             len(prepared.vocab),
             config.model.ngram_buckets,
         )
-        for member in members:
-            member.ngram_weights.copy_(weights)
+        for member in members:  # counted once, the same for every member
+            member.ngram_weights.copy_(ngram_weights)
     model.to(device)
     if processes.rank > 0:  # the same initial weights everywhere, but each process its own dropout
         seed_everything(settings.seed + processes.rank)

@@ -54,12 +54,15 @@ def read_vectors(path: str | Path, words: set[str], dimension: int) -> dict[str,
     return found
 
 
-def load_pretrained(embedding: nn.Embedding, vocab: Vocab, path: str | Path) -> int:
-    """Copy the file's vectors into the rows of matching vocabulary words; returns how many matched."""
+def load_pretrained(embeddings: list[nn.Embedding], vocab: Vocab, path: str | Path) -> int:
+    """Copy the file's vectors into the rows of matching vocabulary words of every embedding (one per
+    ensemble member; the file is read once); returns how many words matched."""
     itos = vocab.get_itos()
-    found = read_vectors(path, set(itos), embedding.embedding_dim)
+    found = read_vectors(path, set(itos), embeddings[0].embedding_dim)
     with torch.no_grad():
         for index, word in enumerate(itos):
             if word in found:
-                embedding.weight[index] = torch.tensor(found[word])
+                vector = torch.tensor(found[word])
+                for embedding in embeddings:
+                    embedding.weight[index] = vector
     return len(found)
