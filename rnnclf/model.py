@@ -170,20 +170,9 @@ class Ensemble(nn.Module):
     argmax its best class. Averaging models that erred differently cancels part of each one's noise:
     on small data it is the most reliable gain there is, for members times the compute."""
 
-    def __init__(
-        self,
-        vocab_size: int,
-        num_classes: int,
-        config: ModelConfig,
-        pad_index: int = 0,
-        unknown_index: int = 1,
-    ) -> None:
+    def __init__(self, members: list[Classifier]) -> None:
         super().__init__()
-        self.config = config
-        self.members = nn.ModuleList(
-            Classifier(vocab_size, num_classes, config, pad_index, unknown_index)
-            for _ in range(config.members)
-        )
+        self.members = nn.ModuleList(members)
 
     @property
     def num_classes(self) -> int:
@@ -207,9 +196,10 @@ def build_model(
 ) -> Model:
     """A Classifier, or an Ensemble of config.members of them (a single one keeps the plain Classifier,
     whose checkpoints name its parameters without a member prefix)."""
-    if config.members == 1:
-        return Classifier(vocab_size, num_classes, config, pad_index, unknown_index)
-    return Ensemble(vocab_size, num_classes, config, pad_index, unknown_index)
+    members = [
+        Classifier(vocab_size, num_classes, config, pad_index, unknown_index) for _ in range(config.members)
+    ]
+    return members[0] if len(members) == 1 else Ensemble(members)
 
 
 def members_of(model: nn.Module) -> list[Classifier]:
