@@ -85,6 +85,19 @@ class ModelConfig(Section):
         description="nb: weigh each n-gram by how well it tells the classes apart in the training split "
         "(naive-Bayes log-count ratio) and sum them over sqrt(count); none: their plain mean (fastText)",
     )
+    linear_ngrams: int = Field(
+        0,
+        ge=0,
+        le=5,
+        description="also fit a logistic regression on the document's exact word n-grams (1..n, naive-Bayes "
+        "scaled, NBSVM-style) before training, and blend its probabilities with the RNN's; 0: off",
+    )
+    linear_share: float = Field(
+        0.5, gt=0.0, le=1.0, description="the linear model's share of the blended probability"
+    )
+    linear_c: float = Field(
+        1.0, gt=0.0, description="inverse strength of the linear model's L2 penalty (as liblinear's C)"
+    )
     members: int = Field(
         1,
         ge=1,

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from rnnclf.config import ModelConfig
+from rnnclf.linear import NgramLogistic, blend
 from rnnclf.ngrams import ngram_rows
 
 CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
@@ -188,22 +189,52 @@ class Ensemble(nn.Module):
         return torch.logsumexp(log_probabilities, dim=1) - math.log(len(self.members))  # (B, C)
 
 
-Model = Classifier | Ensemble
+class Blend(nn.Module):
+    """The RNN (a Classifier or an Ensemble) beside a linear n-gram model (rnnclf.linear), their
+    probabilities averaged: (1 - share) * p_rnn + share * p_linear. The linear model is fitted before the
+    RNN trains and stays fixed; training updates the RNN on its own loss (per_member=True gives its
+    logits), while validation, eval and predict score the blend."""
+
+    def __init__(self, rnn: Classifier | Ensemble, linear: NgramLogistic, share: float) -> None:
+        super().__init__()
+        self.rnn = rnn
+        self.linear = linear
+        self.share = share
+
+    @property
+    def num_classes(self) -> int:
+        return self.rnn.num_classes
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor, per_member: bool = False) -> torch.Tensor:
+        """ids: (B, T), lengths: (B,) -> log blended probability (B, C) in fp32, or with per_member=True
+        the RNN's logits (B, K, C)."""
+        if per_member:
+            return self.rnn(ids, lengths, per_member=True)
+        return blend(self.rnn(ids, lengths), self.linear(ids, lengths), self.share)
+
+
+Model = Classifier | Ensemble | Blend
 
 
 def build_model(
     vocab_size: int, num_classes: int, config: ModelConfig, pad_index: int = 0, unknown_index: int = 1
 ) -> Model:
     """A Classifier, or an Ensemble of config.members of them (a single one keeps the plain Classifier,
-    whose checkpoints name its parameters without a member prefix)."""
+    whose checkpoints name its parameters without a member prefix); with config.linear_ngrams, either
+    of them in a Blend with a linear n-gram model (to be fitted: rnnclf.linear.fit)."""
     members = [
         Classifier(vocab_size, num_classes, config, pad_index, unknown_index) for _ in range(config.members)
     ]
-    return members[0] if len(members) == 1 else Ensemble(members)
+    rnn = members[0] if len(members) == 1 else Ensemble(members)
+    if config.linear_ngrams == 0:
+        return rnn
+    return Blend(rnn, NgramLogistic(config.linear_ngrams, num_classes), config.linear_share)
 
 
 def members_of(model: nn.Module) -> list[Classifier]:
     """The classifiers inside a model: its members, or the model itself."""
+    if isinstance(model, Blend):
+        model = model.rnn
     return list(model.members) if isinstance(model, Ensemble) else [model]
 
 

@@ -62,11 +62,16 @@ def naive_bayes_weights(
             pairs = (document * rows_total + rows)[inside].unique()  # each (document, row) once
             keys = (pairs % rows_total) * num_classes + labels[pairs // rows_total]
             present.index_add_(0, keys, torch.ones_like(keys, dtype=torch.int32))
-    counts = present.view(rows_total, num_classes)  # (R, C)
+    return log_count_ratio(present.view(rows_total, num_classes), data.labels, num_classes)
+
+
+def log_count_ratio(counts: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """counts: (R, C) training documents of each class containing each row's n-gram(s); labels: (N,)
+    the training labels -> (R,) float32: each row's max over classes of |log-count ratio| (see above)."""
     seen = counts.sum(dim=1, dtype=torch.float64)  # (R,): documents of any class
-    documents = torch.bincount(data.labels, minlength=num_classes).double()  # (C,)
+    documents = torch.bincount(labels, minlength=num_classes).double()  # (C,)
     total = documents.sum()
-    weights = torch.zeros(rows_total, dtype=torch.float64)
+    weights = torch.zeros(counts.size(0), dtype=torch.float64)
     # One class at a time: (R,) temporaries, not (R, C) ones (500,000 buckets x 20 classes in float64
     # would be 80 MB each).
     for label in range(num_classes):

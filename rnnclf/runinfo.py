@@ -24,13 +24,16 @@ RUN_FILES = ("config.yaml", "metrics.jsonl", "best.pt", "last.pt")
 
 def model_summary(model: dict[str, Any]) -> str:
     """'lstm 2x256 bi, max' from a config's model section: cell, layers x hidden size, direction, pooling
-    (and ' + 2-grams' with a bag of n-grams, ', 3 members' for an ensemble)."""
+    (and ' + 2-grams' with a bag of n-grams, ', 3 members' for an ensemble, ', linear 1-3-grams 0.8' with
+    a blended linear n-gram model and its share)."""
     try:
         direction = " bi" if model.get("bidirectional") else ""
         ngrams = f" + {model['ngrams']}-grams" if model.get("ngrams") else ""
         shape = f"{model['cell']} {model['num_layers']}x{model['hidden_dim']}{direction}"
         members = f", {model['members']} members" if model.get("members", 1) > 1 else ""
-        return f"{shape}, {model['pooling']}{ngrams}{members}"
+        linear = model.get("linear_ngrams", 0)
+        blend = f", linear 1-{linear}-grams {model.get('linear_share', 0.5):g}" if linear else ""
+        return f"{shape}, {model['pooling']}{ngrams}{members}{blend}"
     except (KeyError, TypeError):
         return "-"
 

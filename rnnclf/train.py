@@ -31,8 +31,10 @@ from rnnclf import checkpoint
 from rnnclf.batching import Encoded, collate, padding_fraction, shard, training_batches
 from rnnclf.config import Config, TrainConfig, dump, validate
 from rnnclf.errors import RnnclfError
+from rnnclf.linear import MIN_DOCUMENTS
+from rnnclf.linear import fit as fit_linear
 from rnnclf.metrics import classification_report
-from rnnclf.model import Model, build_model, members_of, parameter_count
+from rnnclf.model import Blend, Model, build_model, members_of, parameter_count
 from rnnclf.ngrams import naive_bayes_weights
 from rnnclf.predict import logits_for
 from rnnclf.prepare import Prepared, prepare
@@ -54,6 +56,7 @@ SHAPE_KEYS = {
         "ngram_buckets",
         "ngram_dim",
         "ngram_weighting",
+        "linear_ngrams",
         "members",
     ),
     "text": ("tokenizer", "min_freq", "max_tokens", "max_length", "truncate"),
@@ -420,6 +423,13 @@ def _train(
         )
         for member in members:  # counted once, the same for every member
             member.ngram_weights.copy_(ngram_weights)
+    if isinstance(model, Blend) and not resume:  # a resumed run reads the fitted model from last.pt
+        fitted = fit_linear(model.linear, prepared.train, c=config.model.linear_c)
+        reporter.message(
+            f"linear model: {fitted.features:,} n-grams (1-{config.model.linear_ngrams}, each in >= "
+            f"{MIN_DOCUMENTS} training documents), train accuracy {fitted.train_accuracy:.4f}, "
+            f"{fitted.iterations} L-BFGS iterations, {fitted.seconds:.1f}s"
+        )
     model.to(device)
     if processes.rank > 0:  # the same initial weights everywhere, but each process its own dropout
         seed_everything(settings.seed + processes.rank)

@@ -103,6 +103,8 @@ def test_runs_in_an_empty_or_missing_folder(tmp_path: Path) -> None:
 def test_summaries() -> None:
     model = {"cell": "gru", "num_layers": 2, "hidden_dim": 64, "bidirectional": False, "pooling": "mean"}
     assert model_summary(model) == "gru 2x64, mean"
+    blended = {**model, "bidirectional": True, "ngrams": 2, "linear_ngrams": 3, "linear_share": 0.8}
+    assert model_summary(blended) == "gru 2x64 bi, mean + 2-grams, linear 1-3-grams 0.8"
     assert model_summary({}) == "-"
     assert [duration(s) for s in (None, 4.4, 65, 3600 * 2 + 7 * 60)] == ["-", "4s", "1m 05s", "2h 07m"]
 
