@@ -27,24 +27,34 @@ MIX = 1_000_003
 SMOOTHING = 2.0
 
 
+def ngram_keys(
+    ids: torch.Tensor, lengths: torch.Tensor, order: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """ids: (B, T) right-padded, lengths: (B,) -> for n = 1..order: (keys, inside), both (B, T - n + 1):
+    the int64 key of the n-gram starting at each position, and whether it lies inside the document.
+    A unigram's key is its id; for n >= 2 the ids are mixed by MIX, exact (no two n-grams share a key)
+    for n <= 3 while ids are below MIX, and a hash beyond (int64 arithmetic wraps)."""
+    positions = torch.arange(ids.size(1), device=ids.device).unsqueeze(0)  # (1, T)
+    ids = ids.long()
+    found = []
+    key = ids
+    for n in range(1, order + 1):
+        if n > 1:
+            key = key[:, :-1] * MIX + ids[:, n - 1 :]  # (B, T - n + 1): key[b, t] is ids[b, t : t + n]
+        inside = positions[:, : key.size(1)] + n <= lengths.unsqueeze(1)  # (B, T - n + 1)
+        found.append((key, inside))
+    return found
+
+
 def ngram_rows(
     ids: torch.Tensor, lengths: torch.Tensor, order: int, vocab_size: int, buckets: int
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """ids: (B, T) right-padded, lengths: (B,) -> for n = 1..order: (rows, inside), both (B, T - n + 1):
     the table row of the n-gram starting at each position, and whether it lies inside the document."""
-    positions = torch.arange(ids.size(1), device=ids.device).unsqueeze(0)  # (1, T)
-    found = []
-    key = ids
-    for n in range(1, order + 1):
-        if n == 1:
-            rows = ids
-        else:
-            # (B, T - n + 1): key[b, t] identifies ids[b, t : t + n]
-            key = key[:, :-1] * MIX + ids[:, n - 1 :]
-            rows = vocab_size + torch.remainder(key, buckets)
-        inside = positions[:, : rows.size(1)] + n <= lengths.unsqueeze(1)  # (B, T - n + 1)
-        found.append((rows, inside))
-    return found
+    return [
+        (key if n == 1 else vocab_size + torch.remainder(key, buckets), inside)
+        for n, (key, inside) in enumerate(ngram_keys(ids, lengths, order), start=1)
+    ]
 
 
 @torch.no_grad()
