@@ -62,9 +62,9 @@ class NgramLogistic(nn.Module):
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """ids: (B, T), lengths: (B,) -> logits (B, C) in float32."""
-        keys = document_ngrams(ids, lengths.to(ids.device), self.order)  # (B, M)
-        if self.keys.numel() == 0:
+        if self.keys.numel() == 0:  # not fitted, or no n-gram in enough training documents
             return self.bias.expand(ids.size(0), -1)
+        keys = document_ngrams(ids, lengths.to(ids.device), self.order)  # (B, M)
         index = torch.searchsorted(self.keys, keys).clamp_(max=self.keys.numel() - 1)  # (B, M)
         found = (self.keys[index] == keys).unsqueeze(-1)  # (B, M, 1); NONE is never a key
         return (self.weight[index] * found).sum(dim=1) + self.bias
@@ -90,7 +90,6 @@ def fit(
     model: NgramLogistic, data: Encoded, c: float = 1.0, iterations: int = 100, batch_size: int = 256
 ) -> Fit:
     """Fit `model` on a training split (see the module docstring); CPU, full batch."""
-
     started = time.perf_counter()
     num_classes = model.bias.numel()
     # Every (document, distinct n-gram) pair of the training split.

@@ -32,7 +32,7 @@ def model_summary(model: dict[str, Any]) -> str:
         shape = f"{model['cell']} {model['num_layers']}x{model['hidden_dim']}{direction}"
         members = f", {model['members']} members" if model.get("members", 1) > 1 else ""
         linear = model.get("linear_ngrams", 0)
-        blend = f", linear 1-{linear}-grams {model.get('linear_share', 0.5):g}" if linear else ""
+        blend = f", linear 1-{linear}-grams {model['linear_share']:g}" if linear else ""
         return f"{shape}, {model['pooling']}{ngrams}{members}{blend}"
     except (KeyError, TypeError):
         return "-"

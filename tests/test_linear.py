@@ -13,6 +13,7 @@ from rnnclf import checkpoint
 from rnnclf.batching import Encoded
 from rnnclf.cli import app
 from rnnclf.config import ModelConfig
+from rnnclf.export import padded_batch
 from rnnclf.linear import MIN_DOCUMENTS, NONE, NgramLogistic, document_ngrams, fit
 from rnnclf.model import Blend, Classifier, build_model, members_of
 from rnnclf.ngrams import log_count_ratio
@@ -105,16 +106,8 @@ def test_fit_reaches_the_regularised_optimum_over_the_right_features() -> None:
     assert w.grad.abs().max() < 1e-4 and b.grad.abs().max() < 1e-4
     # And the module scores documents as the dense model does.
     with torch.no_grad():
-        torch.testing.assert_close(model(*padded(texts)), x @ w + b, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(model(*padded_batch(texts)), x @ w + b, atol=1e-4, rtol=1e-4)
     assert result.train_accuracy > 0.9
-
-
-def padded(texts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    lengths = torch.tensor([len(text) for text in texts])
-    ids = torch.zeros(len(texts), int(lengths.max()), dtype=torch.long)
-    for row, text in enumerate(texts):
-        ids[row, : len(text)] = torch.tensor(text)
-    return ids, lengths
 
 
 def test_more_data_per_feature_means_less_penalty() -> None:
@@ -136,7 +129,7 @@ def test_blend_averages_probabilities_and_trains_only_the_rnn() -> None:
     assert members_of(model) == [model.rnn]
     texts, labels = random_corpus(2)
     fit(model.linear, data_set(texts, labels))
-    ids, lengths = padded(texts[:7])
+    ids, lengths = padded_batch(texts[:7])
     with torch.no_grad():
         scores = model(ids, lengths)
         rnn = torch.softmax(model.rnn(ids, lengths), dim=-1)
@@ -159,7 +152,7 @@ def test_fitted_model_round_trips_through_a_state_dict() -> None:
     fit(model, data_set(texts, labels))
     fresh = NgramLogistic(3, 3)  # empty buffers: sizes come from the saved state
     fresh.load_state_dict(model.state_dict())
-    ids, lengths = padded(texts)
+    ids, lengths = padded_batch(texts)
     torch.testing.assert_close(fresh(ids, lengths), model(ids, lengths), atol=0, rtol=0)
 
 
