@@ -35,7 +35,6 @@ from torch import nn
 
 from rnnclf import __version__, checkpoint
 from rnnclf.errors import MissingExtra, RnnclfError
-from rnnclf.model import Blend
 from rnnclf.predict import Predictor
 from rnnclf.prepare import PAD, UNK
 
@@ -230,11 +229,6 @@ def export_model(checkpoint_path: str | Path, format: str, out: str | Path) -> E
         raise RnnclfError(f"--out {out}: folder {out.parent} does not exist")
     source = Path(checkpoint_path)
     predictor = Predictor.from_checkpoint(source)
-    if format == "onnx" and isinstance(predictor.model, Blend):
-        raise RnnclfError(
-            f"{source}: a model with model.linear_ngrams cannot go to ONNX yet (its n-gram lookup needs "
-            "searchsorted, which ONNX lacks); use --format torchscript"
-        )
     model = Deployable(predictor.model).eval()
     vocab_size = len(predictor.vocab)
     example = _random_batch((7, 3, 5), vocab_size, seed=0)  # mixed lengths: the padded path gets traced

@@ -50,6 +50,22 @@ def document_ngrams(ids: torch.Tensor, lengths: torch.Tensor, order: int) -> tor
     return keys.masked_fill(repeat, NONE)
 
 
+def sorted_position(table: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    """torch.searchsorted(table, queries) (left side) from gathers and comparisons only, which ONNX has:
+    a binary search run for a fixed ceil(log2(F + 1)) steps on every query at once. table: (F,) sorted,
+    queries: any shape of int64 -> positions of the same shape, in 0..F."""
+    size = int(table.numel())  # a constant of the exported model (the fitted features)
+    low = torch.zeros_like(queries)
+    high = torch.full_like(queries, size)
+    for _ in range(size.bit_length()):  # each step halves high - low, which starts at F
+        middle = torch.div(low + high, 2, rounding_mode="floor").clamp(max=max(size - 1, 0))
+        below = table[middle] < queries
+        searching = low < high
+        low = torch.where(searching & below, middle + 1, low)
+        high = torch.where(searching & ~below, middle, high)
+    return low
+
+
 class NgramLogistic(nn.Module):
     """Logistic regression over binary n-gram features; all state is buffers (fitted, never trained)."""
 
@@ -65,7 +81,10 @@ class NgramLogistic(nn.Module):
         if self.keys.numel() == 0:  # not fitted, or no n-gram in enough training documents
             return self.bias.expand(ids.size(0), -1)
         keys = document_ngrams(ids, lengths.to(ids.device), self.order)  # (B, M)
-        index = torch.searchsorted(self.keys, keys).clamp_(max=self.keys.numel() - 1)  # (B, M)
+        if torch.onnx.is_in_onnx_export():  # ONNX has no searchsorted
+            index = sorted_position(self.keys, keys).clamp(max=int(self.keys.numel()) - 1)
+        else:
+            index = torch.searchsorted(self.keys, keys).clamp_(max=self.keys.numel() - 1)  # (B, M)
         found = (self.keys[index] == keys).unsqueeze(-1)  # (B, M, 1); NONE is never a key
         return (self.weight[index] * found).sum(dim=1) + self.bias
 
@@ -155,4 +174,4 @@ def blend(rnn: torch.Tensor, linear: torch.Tensor, share: float) -> torch.Tensor
     """rnn, linear: (B, C) logits -> (B, C) log((1 - share) * p_rnn + share * p_linear), float32."""
     rnn = torch.log_softmax(rnn.float(), dim=-1) + (math.log1p(-share) if share < 1 else -math.inf)
     linear = torch.log_softmax(linear.float(), dim=-1) + math.log(share)
-    return torch.logaddexp(rnn, linear)
+    return torch.logsumexp(torch.stack([rnn, linear]), dim=0)  # logaddexp, which ONNX lacks
