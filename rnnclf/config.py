@@ -86,7 +86,7 @@ class ModelConfig(Section):
         "(naive-Bayes log-count ratio) and sum them over sqrt(count); none: their plain mean (fastText)",
     )
     linear_ngrams: int = Field(
-        0,
+        2,
         ge=0,
         le=5,
         description="also fit a logistic regression on the document's exact word n-grams (1..n, naive-Bayes "

@@ -75,11 +75,9 @@ class Average:
     def __init__(self, model: nn.Module, decay: float) -> None:
         self.decay = decay
         self.updates = 0
-        self.weights = {
-            name: value.detach().clone()
-            for name, value in model.state_dict().items()
-            if value.is_floating_point()
-        }
+        # Parameters only: fitted buffers (the n-gram weights, the linear model) never train, and on
+        # resume they are still empty here until the checkpoint fills them.
+        self.weights = {name: value.detach().clone() for name, value in model.named_parameters()}
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:

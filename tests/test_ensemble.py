@@ -21,7 +21,15 @@ VOCAB, CLASSES = 40, 3
 
 
 def model_config(**changes: object) -> ModelConfig:
-    settings = {"embedding_dim": 8, "hidden_dim": 6, "ngram_buckets": 53, "members": 3, **changes}
+    # linear_ngrams 0: these tests look at the ensemble itself, not at its blend with the linear model.
+    settings = {
+        "embedding_dim": 8,
+        "hidden_dim": 6,
+        "ngram_buckets": 53,
+        "members": 3,
+        "linear_ngrams": 0,
+        **changes,
+    }
     return ModelConfig.model_validate(settings)
 
 
@@ -100,9 +108,11 @@ def test_ensemble_trains_saves_and_predicts(tiny_config: Path, tmp_path: Path) -
     )
     assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
     state = checkpoint.load(run_dir / "best.pt")
-    assert any(name.startswith("members.1.") for name in state["model"])
+    # The default config blends the ensemble ("rnn.") with the linear n-gram model ("linear.").
+    assert any(name.startswith("rnn.members.1.") for name in state["model"])
     # Both members got the naive-Bayes weights of the training split (the same for both, not all 1).
-    first, second = state["model"]["members.0.ngram_weights"], state["model"]["members.1.ngram_weights"]
+    weights = state["model"]["rnn.members.0.ngram_weights"], state["model"]["rnn.members.1.ngram_weights"]
+    first, second = weights
     assert torch.equal(first, second) and not torch.all(first == 1.0)
     predictor = Predictor(state, source="best.pt")
     assert Config.model_validate(state["config"]).model.members == 2

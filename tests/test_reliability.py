@@ -37,7 +37,7 @@ from rnnclf.cli import app
 from rnnclf.config import Config, load
 from rnnclf.data import read_examples
 from rnnclf.errors import RnnclfError
-from rnnclf.model import Classifier
+from rnnclf.model import build_model
 from rnnclf.predict import Predictor
 from rnnclf.text import TOKENIZERS, get_tokenizer
 from rnnclf.vocab import Vocab, build_vocab_from_iterator
@@ -168,7 +168,7 @@ def tiny_checkpoint(path: Path) -> Path:
     config = Config()
     config.model.embedding_dim, config.model.hidden_dim = 4, 4
     itos = ["<pad>", "<unk>", "pizza", "goal"]
-    model = Classifier(len(itos), 2, config.model)
+    model = build_model(len(itos), 2, config.model)
     state = {
         "config": config.to_dict(),
         "vocab": Vocab(itos, default_index=1).to_dict(),

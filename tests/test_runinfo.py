@@ -44,7 +44,8 @@ def test_runs_lists_the_trained_run(tiny_run: Path, monkeypatch: pytest.MonkeyPa
     metrics = json.loads((tiny_run / "metrics.json").read_text())
     history = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
     assert row["name"] == tiny_run.name and row["latest"] is True and row["status"] == "done"
-    assert row["model"] == "lstm 1x16 bi, max + 2-grams"  # n-grams are on by default
+    # n-grams and the linear model are on by default
+    assert row["model"] == "lstm 1x16 bi, max + 2-grams, linear 1-2-grams 0.5"
     assert row["data"].endswith("project/train.csv")
     assert row["epochs"] == row["epochs_planned"] == 3
     assert row["monitor"] == "valid_accuracy" and row["best_epoch"] == metrics["best_epoch"]
