@@ -58,7 +58,7 @@ def sorted_position(table: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
     low = torch.zeros_like(queries)
     high = torch.full_like(queries, size)
     for _ in range(size.bit_length()):  # each step halves high - low, which starts at F
-        middle = torch.div(low + high, 2, rounding_mode="floor").clamp(max=max(size - 1, 0))
+        middle = torch.div(low + high, 2, rounding_mode="floor").clamp(max=size - 1)
         below = table[middle] < queries
         searching = low < high
         low = torch.where(searching & below, middle + 1, low)
@@ -81,10 +81,9 @@ class NgramLogistic(nn.Module):
         if self.keys.numel() == 0:  # not fitted, or no n-gram in enough training documents
             return self.bias.expand(ids.size(0), -1)
         keys = document_ngrams(ids, lengths.to(ids.device), self.order)  # (B, M)
-        if torch.onnx.is_in_onnx_export():  # ONNX has no searchsorted
-            index = sorted_position(self.keys, keys).clamp(max=int(self.keys.numel()) - 1)
-        else:
-            index = torch.searchsorted(self.keys, keys).clamp_(max=self.keys.numel() - 1)  # (B, M)
+        # (B, M) positions in 0..F; ONNX has no searchsorted.
+        search = sorted_position if torch.onnx.is_in_onnx_export() else torch.searchsorted
+        index = search(self.keys, keys).clamp(max=int(self.keys.numel()) - 1)  # (B, M)
         found = (self.keys[index] == keys).unsqueeze(-1)  # (B, M, 1); NONE is never a key
         return (self.weight[index] * found).sum(dim=1) + self.bias
 
