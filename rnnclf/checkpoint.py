@@ -1,16 +1,17 @@
 """Checkpoints: one self-contained file, written atomically, read with weights_only=True.
 
-A checkpoint is a dict of plain types and tensors only:
-    format_version, rnnclf_version, kind="rnnclf-checkpoint", config (dict), vocab (itos), labels,
-    model (state dict), and for resuming: optimizer, scheduler, scaler, rng, epoch, step, best, history.
-`torch.load(..., weights_only=True)` refuses anything else, so a crafted file cannot run code.
+A checkpoint is a dict of plain types and tensors only. Two kinds of file share one format:
+    best.pt  the model to use: kind="rnnclf-checkpoint", format_version, rnnclf_version, config (dict),
+             vocab (itos), labels, model (state dict), epoch
+    last.pt  the same plus what resuming needs (rnnclf.resume): optimizer, scheduler, scaler, rng, step,
+             history, best, partial (and the raw weights when weights are averaged)
+`torch.load(..., weights_only=True)` refuses anything else, so a crafted file cannot run code. eval,
+predict, export, info and explain read either file.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,46 +20,30 @@ import torch
 
 from rnnclf import __version__
 from rnnclf.errors import RnnclfError
+from rnnclf.files import atomic_write
 
-FORMAT_VERSION = 1
+# 2 (rnnclf 0.2): add-ons in their own config sections, the hashed n-gram bag retired, best.pt holds the
+# model only. Files of format 1 are refused with a clear line: their models cannot be rebuilt.
+FORMAT_VERSION = 2
 KIND = "rnnclf-checkpoint"
 REQUIRED = ("format_version", "config", "vocab", "labels", "model")
+MODEL_KEYS = ("config", "vocab", "labels", "model", "epoch")
+STAMP = ("kind", "format_version", "rnnclf_version")  # what save() adds to every file
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
 
 
 def save(state: dict[str, Any], path: str | Path) -> None:
-    """Write `state` to `path` atomically: a temporary file in the same folder, fsync, os.replace.
-
-    A crash (even SIGKILL) at any moment leaves either the old file or the new one, never a torn one.
-    """
+    """Write `state` (best.pt: MODEL_KEYS only; last.pt: everything) to `path` atomically: a crash at
+    any moment, even SIGKILL, leaves the old file or the new one, never a torn one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"kind": KIND, "format_version": FORMAT_VERSION, "rnnclf_version": __version__, **state}
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(payload, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    _fsync_folder(path.parent)
+    atomic_write(path, lambda file: torch.save(payload, file))
 
 
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); harmless where folders cannot be opened."""
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
+def model_only(state: dict[str, Any]) -> dict[str, Any]:
+    """The part of a training state that using the model needs (what best.pt holds)."""
+    return {key: state[key] for key in MODEL_KEYS if key in state}
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -77,8 +62,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     try:
         with warnings.catch_warnings():  # torch warns on odd pickles; the error below says enough
             warnings.simplefilter("ignore")
-            # mmap: tensors are read when used, so eval/predict skip the optimizer state best.pt keeps
-            # for resuming (most of its bytes with a large n-gram table).
+            # mmap: tensors are read when used, so eval/predict from last.pt skip its optimizer state.
             state = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
     except Exception as err:  # torch raises many types for foreign, truncated or hostile files
         raise RnnclfError(f"{path}: not a readable rnnclf checkpoint ({_load_failure(err)})") from None
@@ -91,6 +75,12 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
         raise RnnclfError(
             f"{path}: checkpoint format {version} is newer than this rnnclf reads ({FORMAT_VERSION}); "
             f"upgrade rnnclf (file written by rnnclf {state.get('rnnclf_version', '?')})"
+        )
+    if version < FORMAT_VERSION:
+        raise RnnclfError(
+            f"{path}: checkpoint format {version} was written by rnnclf "
+            f"{state.get('rnnclf_version', '0.1')}, whose models this version no longer builds (the "
+            "n-gram bag and add-on settings changed in 0.2); retrain it with this version"
         )
     missing = [key for key in REQUIRED if key not in state]
     if missing:

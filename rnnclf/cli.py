@@ -84,7 +84,14 @@ def _install_stop_handlers(stop: Any) -> dict[int, Any]:
             os._exit(128 + number)
         stop.set(number)
         # os.write, not print: the signal may arrive while the main thread is inside a print to stderr.
-        os.write(2, b"stopping after this step and saving last.pt (press Ctrl-C again to quit now)\n")
+        if stop.finishing:  # every epoch is done and saved: let the final scores finish, then stop
+            os.write(
+                2,
+                b"training is complete; writing the final metrics.json, then stopping without plots "
+                b"(press Ctrl-C again to quit now; best.pt and last.pt are saved)\n",
+            )
+        else:
+            os.write(2, b"stopping after this step and saving last.pt (press Ctrl-C again to quit now)\n")
 
     return {number: signal.signal(number, handle) for number in (signal.SIGINT, signal.SIGTERM)}
 
@@ -102,10 +109,10 @@ def _resume_command(config: Path, overrides: list[str], folder: Path) -> str:
 
 
 def _run_to_resume() -> Path:
-    from rnnclf import runs
+    from rnnclf import rundir
 
     try:
-        return runs.latest_run()
+        return rundir.latest_run()
     except RnnclfError:
         raise RnnclfError(
             "--resume: no run to continue here (./runs/LATEST is missing); name it with --run-dir RUN_DIR"
@@ -130,7 +137,7 @@ def train(
     """
     with _user_errors():
         from rnnclf import config as config_module
-        from rnnclf import runs
+        from rnnclf import rundir
         from rnnclf.report import make_reporter
         from rnnclf.runtime import prepare_cpu
 
@@ -145,8 +152,7 @@ def train(
         if resume:
             folder = Path(settings.output.run_dir) if settings.output.run_dir else _run_to_resume()
         else:
-            folder = runs.new_run_dir(config, settings.output.run_dir)
-            runs.check_fresh(folder)
+            folder = rundir.new_run_dir(config, settings.output.run_dir)
         settings.output.run_dir = str(folder)
         reporter = make_reporter(quiet or not primary)
         reporter.config(f"config ({config}):\n{config_module.dump(settings)}")
@@ -154,8 +160,6 @@ def train(
             reporter = _with_tensorboard(reporter, folder)
         stop = StopFlag()
         previous_handlers = _install_stop_handlers(stop)
-        created = runs.missing_folders(folder)  # before remember() makes runs/
-        previous_latest = runs.remember(folder) if not resume and primary else None
         try:
             metrics = run_training(settings, folder, reporter, resume=resume, stop=stop)
         except Interrupted as interrupted:
@@ -163,15 +167,16 @@ def train(
                 command = _resume_command(config, set_ or [], folder)
                 stderr.print(f"interrupted; last.pt saved. Resume with: {command}", markup=False)
             raise typer.Exit(128 + interrupted.signal) from None
-        except BaseException:
-            if primary and not resume and not (folder / "last.pt").exists():
-                runs.forget(folder, previous_latest)  # a run that saved nothing is not "the latest run"
-                runs.discard(folder, created)  # nor leaves a half-made run folder behind
-            raise
         finally:
             reporter.close()
             for number, handler in previous_handlers.items():  # in-process callers get theirs back
                 signal.signal(number, handler)
+        if stop.signal is not None:  # arrived while the final scores were written: they are; stop now
+            if primary:
+                stderr.print(
+                    f"stopped after training; {folder / 'metrics.json'} written, no plots", markup=False
+                )
+            raise typer.Exit(128 + stop.signal)
         if primary:
             _after_training(folder, metrics, settings, reporter, quiet)
 
@@ -259,8 +264,9 @@ def evaluate(
     """
     with _user_errors():
         from rnnclf import plots
-        from rnnclf.predict import Predictor, score_file
-        from rnnclf.runs import resolve_checkpoint
+        from rnnclf.predict import Predictor
+        from rnnclf.rundir import resolve_checkpoint
+        from rnnclf.scoring import score_file
 
         if plot is not None:
             plots.require_matplotlib()  # before the slow part: say so now, not after scoring
@@ -326,7 +332,7 @@ def predict(
     with _user_errors():
         from rnnclf.explain import explain_one, highlighted, summary
         from rnnclf.predict import Predictor
-        from rnnclf.runs import resolve_checkpoint
+        from rnnclf.rundir import resolve_checkpoint
 
         if not text and file is None:
             raise RnnclfError("nothing to predict: give TEXT arguments or --file PATH (--file - for stdin)")
@@ -427,8 +433,8 @@ def info(
     Example: rnnclf info --model runs/trec-20261126-101500
     """
     with _user_errors():
+        from rnnclf.rundir import resolve_checkpoint
         from rnnclf.runinfo import checkpoint_info, duration
-        from rnnclf.runs import resolve_checkpoint
 
         details = checkpoint_info(resolve_checkpoint(model), data)
         if json_:
@@ -479,6 +485,16 @@ def info(
         if metrics.get("train_seconds") is not None:
             scores.append(f"trained in {duration(metrics['train_seconds'])}")
         grid.add_row("metrics", "; ".join(scores) or "-")
+        for name, entry in metrics.get("components", {}).items():
+            # Each add-on part beside the whole: what the recurrent model alone does, always visible.
+            parts = [f"{split} accuracy {_number(entry[split].get('accuracy'))}" for split in entry]
+            grid.add_row(f"  {name}", "; ".join(parts))
+        if "blend" in metrics:
+            grid.add_row("  blend", f"linear share {metrics['blend']['share']:.1f}, chosen on validation")
+        baseline = metrics.get("baseline")
+        if baseline and "valid" in baseline:
+            accuracy = _number(baseline["valid"].get("accuracy"))
+            grid.add_row("baseline", f"{baseline['model']} (not saved): valid accuracy {accuracy}")
         stdout.print(grid)
 
 
@@ -501,7 +517,7 @@ def export(
     """
     with _user_errors():
         from rnnclf.export import PROBE_LENGTHS, export_model
-        from rnnclf.runs import resolve_checkpoint
+        from rnnclf.rundir import resolve_checkpoint
 
         result = export_model(resolve_checkpoint(model), format_.value, out)
         size = result.model.stat().st_size

@@ -69,46 +69,32 @@ class ModelConfig(Section):
     pooling: Literal["last", "mean", "max", "attention"] = Field(
         "max", description="how the states over time become one vector: last, mean, max or attention"
     )
-    ngrams: int = Field(
-        2,
-        ge=0,
-        le=4,
-        description="also read the document as a bag of word n-grams (1..n, hashed), fastText-style, "
-        "beside the RNN; 0: off",
-    )
-    ngram_buckets: int = Field(
-        500_000, ge=1, description="hash buckets shared by the n-grams of order 2..n (unigrams use the vocab)"
-    )
-    ngram_dim: int = Field(16, ge=1, description="size of the bag-of-n-grams vector")
-    ngram_weighting: Literal["nb", "none"] = Field(
-        "nb",
-        description="nb: weigh each n-gram by how well it tells the classes apart in the training split "
-        "(naive-Bayes log-count ratio) and sum them over sqrt(count); none: their plain mean (fastText)",
-    )
-    linear_ngrams: int = Field(
-        2,
-        ge=0,
-        le=5,
-        description="also fit a logistic regression on the document's exact word n-grams (1..n, naive-Bayes "
-        "scaled, NBSVM-style) before training, and blend its probabilities with the RNN's; 0: off",
-    )
-    linear_share: float = Field(
-        0.5, gt=0.0, le=1.0, description="the linear model's share of the blended probability"
-    )
-    linear_c: float = Field(
-        1.0, gt=0.0, description="inverse strength of the linear model's L2 penalty (as liblinear's C)"
-    )
-    members: int = Field(
-        1,
-        ge=1,
-        le=16,
-        description="train this many models side by side (each from its own initialisation) and average "
-        "their probabilities: an ensemble, members times the compute",
-    )
     pretrained_vectors: str | None = Field(
         None, description="GloVe/word2vec text file (.gz ok) to initialise matching words; null: none"
     )
     freeze_embeddings: bool = Field(False, description="keep the word vectors fixed during training")
+
+
+class EnsembleConfig(Section):
+    members: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="add-on: train this many recurrent models side by side and average their probabilities "
+        "(each member's score is reported); costs members x the training time and model size. 1: off",
+    )
+
+
+class LinearConfig(Section):
+    ngrams: int = Field(
+        0,
+        ge=0,
+        le=5,
+        description="add-on: blend the recurrent model with a logistic regression on exact word 1..n-grams "
+        "(naive-Bayes scaled, NBSVM); its share is chosen on validation data (0 = recurrent alone). "
+        "Fitting takes seconds, up to ~2 GB of memory on 25k long documents. 0: off",
+    )
+    c: float = Field(1.0, gt=0.0, description="inverse strength of its L2 penalty (as liblinear's C)")
 
 
 class TrainConfig(Section):
@@ -137,8 +123,13 @@ class TrainConfig(Section):
         None,
         gt=0.0,
         lt=1.0,
-        description="evaluate and save a moving average of the weights, this decay per step (e.g. 0.999); "
-        "null: off",
+        description="add-on: evaluate and save a moving average of the weights, this decay per step "
+        "(e.g. 0.999); costs one more copy of the weights in memory and in last.pt. null: off",
+    )
+    baseline: bool = Field(
+        True,
+        description="also fit a linear baseline (NB logistic regression, word 1-2-grams; seconds) and report "
+        "its validation accuracy beside the recurrent model's; not saved. Skipped above 8M training tokens",
     )
     seed: int = Field(13, description="same seed, same data: same result on CPU")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto takes cuda when available")
@@ -176,6 +167,8 @@ class Config(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     text: TextConfig = Field(default_factory=TextConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
+    ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
+    linear: LinearConfig = Field(default_factory=LinearConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
 
@@ -188,8 +181,22 @@ SECTIONS: dict[str, type[Section]] = {
     "data": DataConfig,
     "text": TextConfig,
     "model": ModelConfig,
+    "ensemble": EnsembleConfig,
+    "linear": LinearConfig,
     "train": TrainConfig,
     "output": OutputConfig,
+}
+_BAG = "retired in 0.2 with the hashed n-gram bag inside the network; for n-gram features use linear.ngrams"
+# Keys earlier versions accepted: a config naming one gets a line that says what replaced it.
+RETIRED: dict[tuple[str, str], str] = {
+    ("model", "ngrams"): _BAG,
+    ("model", "ngram_buckets"): _BAG,
+    ("model", "ngram_dim"): _BAG,
+    ("model", "ngram_weighting"): _BAG,
+    ("model", "linear_ngrams"): "moved in 0.2 to linear.ngrams",
+    ("model", "linear_c"): "moved in 0.2 to linear.c",
+    ("model", "linear_share"): "retired in 0.2: the blend's share is now chosen on validation data",
+    ("model", "members"): "moved in 0.2 to ensemble.members",
 }
 # Keys holding paths that resolve against the config file's folder.
 PATH_KEYS = (("data", "train"), ("data", "valid"), ("data", "test"), ("model", "pretrained_vectors"))
@@ -251,6 +258,9 @@ def validate(raw: Any, source: str = "config") -> Config:
     if not isinstance(raw, dict):
         raise RnnclfError(f"{source}: the top level must be a mapping of sections ({', '.join(SECTIONS)})")
     for name, value in raw.items():
+        for key in value if isinstance(value, dict) else ():
+            if (name, key) in RETIRED:
+                raise RnnclfError(f"{source}: {name}.{key}: {RETIRED[name, key]}")
         if not isinstance(name, str) or name not in SECTIONS:
             shown = _shown(name)
             raise RnnclfError(f"{source}: unknown section '{shown}'; {_suggest(str(name), (str(name),))}")
@@ -273,6 +283,8 @@ def parse_override(item: str) -> tuple[tuple[str, ...], Any]:
         value = safe_load(text)
     except RnnclfError as err:
         raise RnnclfError(f"--set {item!r}: the value is {str(err).removeprefix('line 1: ')}") from None
+    if path in RETIRED:
+        raise RnnclfError(f"--set {item!r}: {key}: {RETIRED[path]}")
     if path[0] not in SECTIONS:
         raise RnnclfError(f"--set {item!r}: unknown section '{path[0]}'; {_suggest(path[0], path[:1])}")
     if path[1] not in SECTIONS[path[0]].model_fields:

@@ -23,8 +23,9 @@ import torch
 from rich.text import Text
 
 from rnnclf.batching import Encoded
-from rnnclf.predict import Predictor, logits_for
-from rnnclf.prepare import UNK, truncator
+from rnnclf.encoding import UNK, truncator
+from rnnclf.predict import Predictor
+from rnnclf.scoring import logits_for
 from rnnclf.text import get_tokenizer
 
 METHOD = "occlusion"

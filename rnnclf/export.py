@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,9 +33,10 @@ import torch
 from torch import nn
 
 from rnnclf import __version__, checkpoint
+from rnnclf.encoding import PAD, UNK
 from rnnclf.errors import MissingExtra, RnnclfError
+from rnnclf.files import atomic_write
 from rnnclf.predict import Predictor
-from rnnclf.prepare import PAD, UNK
 
 Format = Literal["torchscript", "onnx"]
 FORMATS: tuple[str, ...] = ("torchscript", "onnx")
@@ -117,7 +117,7 @@ def _write_torchscript(model: Deployable, example: tuple[torch.Tensor, torch.Ten
     buffer = io.BytesIO()
     with _quiet_export():
         torch.jit.save(traced, buffer)
-    _write_bytes(out, buffer.getvalue())
+    atomic_write(out, buffer.getvalue())
     with _quiet_export():
         loaded = torch.jit.load(str(out))
 
@@ -150,7 +150,7 @@ def _write_onnx(model: Deployable, example: tuple[torch.Tensor, torch.Tensor], o
             },
             opset_version=ONNX_OPSET,
         )
-    _write_bytes(out, buffer.getvalue())
+    atomic_write(out, buffer.getvalue())
     try:
         import onnxruntime
     except ImportError:
@@ -162,16 +162,6 @@ def _write_onnx(model: Deployable, example: tuple[torch.Tensor, torch.Tensor], o
         return torch.from_numpy(session.run(["probabilities"], feeds)[0])
 
     return run
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
-    except OSError as err:
-        temporary.unlink(missing_ok=True)
-        raise RnnclfError(f"{path}: cannot write ({err.strerror or err})") from None
 
 
 def _verify(model: Deployable, run: Callable, vocab_size: int) -> float:
@@ -246,7 +236,7 @@ def export_model(checkpoint_path: str | Path, format: str, out: str | Path) -> E
                 f"export to {format} is wrong: probabilities differ by {difference:.2e} from the model's own "
                 f"on documents of different lengths (tolerance {TOLERANCE}); nothing was written"
             )
-    _write_bytes(meta, json.dumps(metadata(predictor, source, format, out.name), ensure_ascii=False).encode())
+    atomic_write(meta, json.dumps(metadata(predictor, source, format, out.name), ensure_ascii=False).encode())
     return Exported(out, meta, format, difference, notes)
 
 

@@ -1,4 +1,5 @@
-"""The classifier: embedding -> stacked RNN/GRU/LSTM (uni- or bidirectional) -> pooling -> linear.
+"""The recurrent classifier core: embedding -> stacked RNN/GRU/LSTM (uni- or bidirectional) -> pooling ->
+linear. Add-ons that stand beside it (ensembles, a linear n-gram model) live in rnnclf.addons.
 
 Variable lengths are exact without packed sequences. A left-to-right recurrence never looks ahead, so
 on a right-padded batch its outputs at t < length are those of the document alone; padding only adds
@@ -17,14 +18,10 @@ padded kernel is fast too, so one code path serves CPU and CUDA.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from rnnclf.config import ModelConfig
-from rnnclf.linear import NgramLogistic, blend
-from rnnclf.ngrams import ngram_rows
 
 CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 
@@ -74,32 +71,14 @@ class Classifier(nn.Module):
         self.attention = (
             nn.Linear(config.hidden_dim * self.directions, 1) if config.pooling == "attention" else None
         )
-        # Optional bag of n-grams beside the RNN (fastText's features): a vector summing the document's
-        # n-grams, n = 1..ngrams, joins the pooled state before the output layer. Unigrams use their
-        # vocabulary row; longer n-grams hash into ngram_buckets rows after the vocabulary (rnnclf.ngrams).
-        self.vocab_size = vocab_size
-        self.ngrams = None
-        self.register_buffer("ngram_weights", None)  # (rows,) with ngram_weighting nb, below
-        features = config.hidden_dim * self.directions
-        if config.ngrams > 0:
-            rows = vocab_size + config.ngram_buckets
-            self.ngrams = nn.Embedding(rows, config.ngram_dim)
-            bound = 1.0 / config.ngram_dim  # fastText's initialisation
-            nn.init.uniform_(self.ngrams.weight, -bound, bound)
-            features += config.ngram_dim
-            if config.ngram_weighting == "nb":
-                # (rows,) naive-Bayes weight per row, set from the training split before training
-                # (rnnclf.ngrams.naive_bayes_weights) and saved with the model; a buffer, not trained.
-                self.register_buffer("ngram_weights", torch.ones(rows))
-        self.output = nn.Linear(features, num_classes)
+        self.output = nn.Linear(config.hidden_dim * self.directions, num_classes)
 
     @property
     def num_classes(self) -> int:
         return self.output.out_features
 
-    def forward(self, ids: torch.Tensor, lengths: torch.Tensor, per_member: bool = False) -> torch.Tensor:
-        """ids: (B, T) right-padded token ids, lengths: (B,) >= 1 -> logits (B, num_classes), or
-        (B, 1, num_classes) with per_member=True (the shape Ensemble gives, so training treats both alike)."""
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """ids: (B, T) right-padded token ids, lengths: (B,) >= 1 -> logits (B, num_classes)."""
         steps = ids.size(1)
         lengths = lengths.to(ids.device)
         if self.training and self.config.word_dropout > 0:
@@ -119,27 +98,7 @@ class Classifier(nn.Module):
                 backward_states, _ = directions[1](gather_time(x, backward_index))
                 x = torch.cat([forward_states, gather_time(backward_states, backward_index)], dim=-1)
         pooled = self.pool(x, lengths)  # (B, D*H)
-        if self.ngrams is not None:
-            bag = self.bag_of_ngrams(ids, lengths)  # (B, ngram_dim)
-            pooled = torch.cat([pooled, bag.to(pooled.dtype)], dim=-1)  # (B, D*H + ngram_dim)
-        logits = self.output(self.dropout(pooled))  # (B, C)
-        return logits.unsqueeze(1) if per_member else logits
-
-    def bag_of_ngrams(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """ids: (B, T), lengths: (B,) -> (B, ngram_dim): the n-grams inside each length, either their mean
-        vector (ngram_weighting none, fastText) or their naive-Bayes-weighted sum over sqrt(count) (nb)."""
-        total = torch.zeros(ids.size(0), self.config.ngram_dim, device=ids.device)
-        count = torch.zeros(ids.size(0), 1, device=ids.device)
-        found = ngram_rows(ids, lengths, self.config.ngrams, self.vocab_size, self.config.ngram_buckets)
-        for rows, inside in found:
-            weight = inside.unsqueeze(-1).to(total.dtype)  # (B, T - n + 1, 1)
-            if self.ngram_weights is not None:
-                weight = weight * self.ngram_weights[rows].unsqueeze(-1)
-            total = total + (self.ngrams(rows) * weight).sum(dim=1)
-            count = count + inside.sum(dim=1, keepdim=True)
-        # Every document has at least one unigram. With weights, sqrt keeps long documents' bags larger
-        # (more evidence) without letting them grow linearly.
-        return total / (count.sqrt() if self.ngram_weights is not None else count)
+        return self.output(self.dropout(pooled))  # (B, C)
 
     def pool(self, states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """states: (B, T, D*H) -> (B, D*H), looking only at each document's real steps."""
@@ -162,80 +121,6 @@ class Classifier(nn.Module):
             weights = torch.softmax(scores.float(), dim=1).to(states.dtype)  # (B, T, 1), 0 on padding
             return (weights * states).sum(dim=1)
         return states.masked_fill(~mask, float("-inf")).amax(dim=1)
-
-
-class Ensemble(nn.Module):
-    """`config.members` classifiers of the same shape, initialised apart and trained side by side on the
-    same batches, each on its own loss (per_member=True gives their logits to the training step). Scoring
-    averages their probabilities: the output is log(mean probability), so softmax gives that mean and
-    argmax its best class. Averaging models that erred differently cancels part of each one's noise:
-    on small data it is the most reliable gain there is, for members times the compute."""
-
-    def __init__(self, members: list[Classifier]) -> None:
-        super().__init__()
-        self.members = nn.ModuleList(members)
-
-    @property
-    def num_classes(self) -> int:
-        return self.members[0].num_classes
-
-    def forward(self, ids: torch.Tensor, lengths: torch.Tensor, per_member: bool = False) -> torch.Tensor:
-        """ids: (B, T), lengths: (B,) -> log mean probability (B, C) in fp32, or with per_member=True
-        each member's logits (B, K, C)."""
-        logits = torch.stack([member(ids, lengths) for member in self.members], dim=1)  # (B, K, C)
-        if per_member:
-            return logits
-        log_probabilities = torch.log_softmax(logits.float(), dim=-1)  # (B, K, C)
-        return torch.logsumexp(log_probabilities, dim=1) - math.log(len(self.members))  # (B, C)
-
-
-class Blend(nn.Module):
-    """The RNN (a Classifier or an Ensemble) beside a linear n-gram model (rnnclf.linear), their
-    probabilities averaged: (1 - share) * p_rnn + share * p_linear. The linear model is fitted before the
-    RNN trains and stays fixed; training updates the RNN on its own loss (per_member=True gives its
-    logits), while validation, eval and predict score the blend."""
-
-    def __init__(self, rnn: Classifier | Ensemble, linear: NgramLogistic, share: float) -> None:
-        super().__init__()
-        self.rnn = rnn
-        self.linear = linear
-        self.share = share
-
-    @property
-    def num_classes(self) -> int:
-        return self.rnn.num_classes
-
-    def forward(self, ids: torch.Tensor, lengths: torch.Tensor, per_member: bool = False) -> torch.Tensor:
-        """ids: (B, T), lengths: (B,) -> log blended probability (B, C) in fp32, or with per_member=True
-        the RNN's logits (B, K, C)."""
-        if per_member:
-            return self.rnn(ids, lengths, per_member=True)
-        return blend(self.rnn(ids, lengths), self.linear(ids, lengths), self.share)
-
-
-Model = Classifier | Ensemble | Blend
-
-
-def build_model(
-    vocab_size: int, num_classes: int, config: ModelConfig, pad_index: int = 0, unknown_index: int = 1
-) -> Model:
-    """A Classifier, or an Ensemble of config.members of them (a single one keeps the plain Classifier,
-    whose checkpoints name its parameters without a member prefix); with config.linear_ngrams, either
-    of them in a Blend with a linear n-gram model (to be fitted: rnnclf.linear.fit)."""
-    members = [
-        Classifier(vocab_size, num_classes, config, pad_index, unknown_index) for _ in range(config.members)
-    ]
-    rnn = members[0] if len(members) == 1 else Ensemble(members)
-    if config.linear_ngrams == 0:
-        return rnn
-    return Blend(rnn, NgramLogistic(config.linear_ngrams, num_classes), config.linear_share)
-
-
-def members_of(model: nn.Module) -> list[Classifier]:
-    """The classifiers inside a model: its members, or the model itself."""
-    if isinstance(model, Blend):
-        model = model.rnn
-    return list(model.members) if isinstance(model, Ensemble) else [model]
 
 
 def parameter_count(model: nn.Module) -> int:

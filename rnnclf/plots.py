@@ -3,21 +3,19 @@
 matplotlib is an optional extra (`pip install 'rnnclf[plots]'`); without it every function here raises
 MissingExtra, which the CLI turns into a one-line hint. Figures are built with matplotlib's object API
 (Figure, not pyplot): no global state, no GUI backend, safe to call from any thread or test.
-Files are written atomically (temporary file + os.replace), like checkpoints.
+Files are written atomically (rnnclf.files.atomic_write), like checkpoints.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import warnings
 from pathlib import Path
 from typing import Any
 
+from rnnclf import rundir
 from rnnclf.errors import MissingExtra, RnnclfError
+from rnnclf.files import atomic_write
 
-LEARNING_CURVES = "learning_curves.png"
-CONFUSION_MATRIX = "confusion_matrix.png"
 DPI = 110
 # Past this many classes the cells are too small to carry numbers; the colours still tell.
 ANNOTATE_UP_TO = 15
@@ -40,23 +38,17 @@ def _figure(width: float, height: float) -> Any:
 
 
 def _save(figure: Any, path: str | Path) -> Path:
-    """Render to a temporary file beside `path`, then os.replace: never a half-written PNG."""
+    """Render to `path` atomically: never a half-written PNG."""
     import matplotlib
 
     path = Path(path)
     if path.parent and not path.parent.is_dir():
         raise RnnclfError(f"{path}: cannot write the plot, folder {path.parent} does not exist")
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        # parse_math off: a label like '$5' is data, not mathtext. Missing glyphs (a label in a script
-        # the bundled font lacks) are drawn as boxes; matplotlib's warning about it is noise here.
-        with matplotlib.rc_context({"text.parse_math": False}), warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            figure.savefig(temporary, format="png")
-        os.replace(temporary, path)
-    except OSError as err:
-        temporary.unlink(missing_ok=True)
-        raise RnnclfError(f"{path}: cannot write the plot ({err.strerror or err})") from None
+    # parse_math off: a label like '$5' is data, not mathtext. Missing glyphs (a label in a script
+    # the bundled font lacks) are drawn as boxes; matplotlib's warning about it is noise here.
+    with matplotlib.rc_context({"text.parse_math": False}), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        atomic_write(path, lambda file: figure.savefig(file, format="png"))
     return path
 
 
@@ -136,28 +128,15 @@ def confusion_matrix(
     return _save(figure, path)
 
 
-def read_history(run_dir: Path) -> list[dict[str, Any]]:
-    """metrics.jsonl rows (one per finished epoch), the run's source of truth."""
-    path = run_dir / "metrics.jsonl"
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise RnnclfError(f"{run_dir}: no metrics.jsonl (no epoch has finished)") from None
-    try:
-        return [json.loads(line) for line in lines if line.strip()]
-    except json.JSONDecodeError as err:
-        raise RnnclfError(f"{path}: line {err.lineno}: not JSON") from None
-
-
 def write_run_plots(run_dir: str | Path) -> list[Path]:
     """learning_curves.png from metrics.jsonl and confusion_matrix.png from metrics.json (the test set
     when the run had one, else the validation set) in run_dir; returns the files written."""
     require_matplotlib()
     run_dir = Path(run_dir)
-    written = [learning_curves(read_history(run_dir), run_dir / LEARNING_CURVES, f"{run_dir.name}")]
-    try:
-        metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
+    history = rundir.read_history(run_dir, strict=True)
+    written = [learning_curves(history, run_dir / rundir.LEARNING_CURVES, f"{run_dir.name}")]
+    metrics = rundir.read_metrics(run_dir)
+    if metrics is None:
         return written  # training did not finish: no final scores to draw
     split = "test" if "test" in metrics else "valid"
     report = metrics[split]
@@ -165,6 +144,6 @@ def write_run_plots(run_dir: str | Path) -> list[Path]:
         f"{run_dir.name}: {split} set, best.pt (epoch {metrics.get('best_epoch', '?')})\n"
         f"accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}, {report['n']} documents"
     )
-    matrix_path = run_dir / CONFUSION_MATRIX
+    matrix_path = run_dir / rundir.CONFUSION_MATRIX
     written.append(confusion_matrix(report["confusion_matrix"], report["labels"], matrix_path, title))
     return written

@@ -15,37 +15,14 @@ from typing import Any
 import torch
 
 from rnnclf import checkpoint
-from rnnclf.batching import Encoded, collate, evaluation_batches
+from rnnclf.addons import build_model
+from rnnclf.batching import Encoded
 from rnnclf.config import Config, validate
-from rnnclf.data import read_examples
+from rnnclf.encoding import encode_texts
 from rnnclf.errors import RnnclfError
-from rnnclf.metrics import classification_report
-from rnnclf.model import Model, build_model
-from rnnclf.prepare import encode_texts, known_labels
-from rnnclf.runtime import autocast, prepare_cpu
+from rnnclf.runtime import prepare_cpu
+from rnnclf.scoring import logits_for
 from rnnclf.vocab import Vocab
-
-# Measured on IMDB test (bi-LSTM 128, bf16, 2 cores): 128 scored ~1.4x faster than 256 or 512.
-EVAL_BATCH = 128
-
-
-def logits_for(
-    model: Model,
-    data: Encoded,
-    device: torch.device,
-    precision: str = "fp32",
-    batch_size: int = EVAL_BATCH,
-) -> torch.Tensor:
-    """Scores for every document, in the data's order: (N, num_classes) float32 on CPU."""
-    model.eval()
-    out = torch.empty(len(data), model.num_classes)
-    with torch.inference_mode():
-        for indices in evaluation_batches(data.lengths, batch_size):
-            ids, lengths, _ = collate(data, indices)
-            with autocast(precision, device):
-                logits = model(ids.to(device, non_blocking=True), lengths.to(device))
-            out[indices] = logits.float().cpu()
-    return out
 
 
 @dataclass
@@ -66,7 +43,7 @@ class Predictor:
             self.config: Config = validate(state["config"], f"{source}: config")
             self.vocab = Vocab.from_dict(state["vocab"])
             self.labels: list[str] = [str(label) for label in state["labels"]]
-            self.model = build_model(len(self.vocab), len(self.labels), self.config.model)
+            self.model = build_model(len(self.vocab), len(self.labels), self.config)
             self.model.load_state_dict(state["model"])
         except RnnclfError:
             raise
@@ -118,16 +95,3 @@ class Predictor:
         iterator = iter(texts)
         while block := list(islice(iterator, chunk)):
             yield from self.predict(block, top_k)
-
-
-def score_file(predictor: Predictor, path: str | None = None) -> dict[str, Any]:
-    """Accuracy, macro-F1, per-class scores and confusion matrix on a labelled file (default: the
-    test set named in the run's config), read with the run's data settings."""
-    data = predictor.config.data
-    path = path or data.test
-    if not path:
-        raise RnnclfError("no --data given and the run's config names no data.test")
-    examples = read_examples(path, data.format, data.text_column, data.label_column)
-    keep, gold = known_labels(examples.labels, predictor.labels, examples.source, "evaluation")
-    predicted = predictor.probabilities([examples.texts[i] for i in keep]).argmax(dim=-1).tolist()
-    return classification_report(gold, predicted, predictor.labels)

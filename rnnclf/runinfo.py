@@ -9,7 +9,6 @@ can be read and '-' for the rest: listing never fails because of one bad folder.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,24 +16,25 @@ from typing import Any
 
 import yaml
 
+from rnnclf import rundir
 from rnnclf.errors import RnnclfError
 
-RUN_FILES = ("config.yaml", "metrics.jsonl", "best.pt", "last.pt")
 
-
-def model_summary(model: dict[str, Any]) -> str:
-    """'lstm 2x256 bi, max' from a config's model section: cell, layers x hidden size, direction, pooling
-    (and ' + 2-grams' with a bag of n-grams, ', 3 members' for an ensemble, ', linear 1-3-grams 0.8' with
-    a blended linear n-gram model and its share)."""
+def model_summary(config: dict[str, Any]) -> str:
+    """'lstm 2x256 bi, max' from a config dict: cell, layers x hidden size, direction, pooling; add-ons
+    follow: ', ensemble of 3', ', + linear 1-2-grams'."""
     try:
+        model = config["model"]
         direction = " bi" if model.get("bidirectional") else ""
-        ngrams = f" + {model['ngrams']}-grams" if model.get("ngrams") else ""
-        shape = f"{model['cell']} {model['num_layers']}x{model['hidden_dim']}{direction}"
-        members = f", {model['members']} members" if model.get("members", 1) > 1 else ""
-        linear = model.get("linear_ngrams", 0)
-        blend = f", linear 1-{linear}-grams {model['linear_share']:g}" if linear else ""
-        return f"{shape}, {model['pooling']}{ngrams}{members}{blend}"
-    except (KeyError, TypeError):
+        shape = f"{model['cell']} {model['num_layers']}x{model['hidden_dim']}{direction}, {model['pooling']}"
+        members = (config.get("ensemble") or {}).get("members", 1)
+        ngrams = (config.get("linear") or {}).get("ngrams", 0)
+        return (
+            shape
+            + (f", ensemble of {members}" if members > 1 else "")
+            + (f", + linear 1-{ngrams}-grams" if ngrams else "")
+        )
+    except (KeyError, TypeError, AttributeError):
         return "-"
 
 
@@ -46,29 +46,6 @@ def data_summary(path: str | None) -> str:
     return "/".join(parts[-2:])
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def _read_history(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return rows
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue  # a torn last line of a run killed mid-write (older rnnclf); the rest still counts
-        if isinstance(row, dict) and "epoch" in row:
-            rows.append(row)
-    return rows
-
-
 def _read_config(path: Path) -> dict[str, Any]:
     try:
         config = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -77,25 +54,22 @@ def _read_config(path: Path) -> dict[str, Any]:
     return config if isinstance(config, dict) else {}
 
 
-def is_run(folder: Path) -> bool:
-    return folder.is_dir() and any((folder / name).exists() for name in RUN_FILES)
-
-
 def run_summary(folder: Path) -> dict[str, Any]:
     """One row of the runs table, from a run folder's text files. Numbers stay numbers (for --json)."""
-    config = _read_config(folder / "config.yaml")
+    config = _read_config(folder / rundir.CONFIG)
     section = lambda name: config.get(name) if isinstance(config.get(name), dict) else {}  # noqa: E731
-    history = _read_history(folder / "metrics.jsonl")
-    metrics = _read_json(folder / "metrics.json")
-    metrics = metrics if isinstance(metrics, dict) else {}
+    history = rundir.read_history(folder)
+    metrics = rundir.read_metrics(folder) or {}
     monitor = section("train").get("monitor", "valid_accuracy")
     best_rows = [row for row in history if row.get("best")]
     best = best_rows[-1] if best_rows else None
     test = metrics.get("test") if isinstance(metrics.get("test"), dict) else {}
-    written = [path.stat().st_mtime for path in folder.iterdir() if path.name in (*RUN_FILES, "metrics.json")]
+    written = [
+        path.stat().st_mtime for path in folder.iterdir() if path.name in (*rundir.RUN_FILES, rundir.METRICS)
+    ]
     if metrics:
         status = "done"
-    elif (folder / "last.pt").exists():
+    elif (folder / rundir.LAST).exists():
         status = "stopped"  # interrupted, or still training: last.pt is what --resume continues
     else:
         status = "no epoch"
@@ -108,7 +82,7 @@ def run_summary(folder: Path) -> dict[str, Any]:
         "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(max(written))) if written else None,
         "status": status,
         "data": section("data").get("train"),
-        "model": model_summary(section("model")),
+        "model": model_summary(config),
         "epochs": len(history),
         "epochs_planned": section("train").get("epochs"),
         "monitor": monitor,
@@ -126,27 +100,18 @@ def list_runs(folder: str | Path = "runs") -> list[dict[str, Any]]:
         raise RnnclfError(f"{folder}: no such folder (runs are made by 'rnnclf train CONFIG')")
     if not folder.is_dir():
         raise RnnclfError(f"{folder}: is a file; expected a folder of runs, e.g. runs/")
-    if is_run(folder):
+    if rundir.is_run(folder):
         candidates = [folder]
     else:
         try:
-            candidates = sorted(entry for entry in folder.iterdir() if is_run(entry))
+            candidates = sorted(entry for entry in folder.iterdir() if rundir.is_run(entry))
         except PermissionError:
             raise RnnclfError(f"{folder}: cannot read the folder (permission denied)") from None
     rows = [run_summary(run) for run in candidates]
-    latest = _latest(folder.parent if candidates == [folder] else folder)
+    latest = rundir.latest_in(folder.parent if candidates == [folder] else folder)
     for row, run in zip(rows, candidates, strict=True):
         row["latest"] = latest is not None and run.resolve() == latest
     return sorted(rows, key=lambda row: (row["date"] or "", row["name"]))
-
-
-def _latest(folder: Path) -> Path | None:
-    """The run that FOLDER/LATEST names (`rnnclf train` records it in ./runs/LATEST), if any."""
-    try:
-        recorded = (folder / "LATEST").read_text(encoding="utf-8").strip()
-    except OSError:
-        return None
-    return Path(recorded).resolve() if recorded else None
 
 
 def duration(seconds: float | None) -> str:
@@ -170,7 +135,7 @@ def coverage(path: str, config: Any, vocabulary: Any) -> dict[str, Any]:
     """Share of a data file's tokens (as the model sees them: tokenized, truncated) that are in the
     vocabulary; the rest become <unk>. Also the share of distinct words."""
     from rnnclf.data import read_examples
-    from rnnclf.prepare import truncator
+    from rnnclf.encoding import truncator
     from rnnclf.text import get_tokenizer
 
     examples = read_examples(path, config.data.format, config.data.text_column, config.data.label_column)
@@ -205,7 +170,7 @@ def checkpoint_info(path: str | Path, data: str | None = None) -> dict[str, Any]
     """Everything `rnnclf info` shows about one checkpoint: where it comes from, its config, vocabulary
     (size and coverage of a data set), labels, parameter count, format version and metrics."""
     from rnnclf import checkpoint
-    from rnnclf.model import members_of, parameter_count
+    from rnnclf.addons import members_of, parameter_count
     from rnnclf.predict import Predictor
 
     path = Path(path)
@@ -219,7 +184,7 @@ def checkpoint_info(path: str | Path, data: str | None = None) -> dict[str, Any]
         "format_version": state["format_version"],
         "rnnclf_version": state.get("rnnclf_version"),
         "epoch": state.get("epoch"),
-        "model": model_summary(config.to_dict()["model"]),
+        "model": model_summary(config.to_dict()),
         "config": config.to_dict(),
         "parameters": parameter_count(model),
         "embedding_parameters": embedding,
@@ -233,11 +198,15 @@ def checkpoint_info(path: str | Path, data: str | None = None) -> dict[str, Any]
         if data is not None:
             raise  # the user named the file: its problem is the answer
         info["coverage"] = None  # the run's own data moved away since training; not worth failing over
-    metrics = _read_json(path.parent / "metrics.json")
-    if isinstance(metrics, dict) and path.name == "best.pt":
+    metrics = rundir.read_metrics(path.parent)
+    if metrics is not None and path.name == rundir.BEST:
         info["metrics"] = {split: _scores(metrics[split]) for split in ("valid", "test") if split in metrics}
         info["metrics"]["best_epoch"] = metrics.get("best_epoch")
         info["metrics"]["train_seconds"] = metrics.get("train_seconds")
+        # Each add-on part beside the whole, the blend's chosen share, and the linear baseline.
+        for key in ("components", "blend", "baseline"):
+            if key in metrics:
+                info["metrics"][key] = metrics[key]
     else:  # last.pt, a copied checkpoint, or an unfinished run: the epoch rows inside the checkpoint
         history = state.get("history") or []
         last = history[-1] if history else None

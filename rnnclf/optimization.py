@@ -1,0 +1,118 @@
+"""What one optimisation step is made of: the optimizer, the learning-rate schedule, the loss's class
+weights, and the step itself (forward in the configured precision, loss in fp32, backward, clipping)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from rnnclf.config import Config, TrainConfig
+from rnnclf.errors import RnnclfError
+from rnnclf.prepare import Prepared
+from rnnclf.runtime import autocast
+
+
+def make_optimizer(model: nn.Module, config: Config, fused: bool = True) -> torch.optim.Optimizer:
+    """The configured optimizer over the trainable weights; fused: one kernel per step instead of a
+    chain of foreach ops (several times faster on CPU for large embedding tables:
+    bench/optimizer_step.py)."""
+    train = config.train
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(
+            parameters, lr=train.lr, momentum=0.9, weight_decay=train.weight_decay, fused=fused
+        )
+    if train.optimizer == "adamw":
+        return torch.optim.AdamW(parameters, lr=train.lr, weight_decay=train.weight_decay, fused=fused)
+    return torch.optim.Adam(parameters, lr=train.lr, weight_decay=train.weight_decay, fused=fused)
+
+
+def make_schedule(
+    optimizer: torch.optim.Optimizer, config: Config, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup over train.warmup of all steps, then constant, cosine or linear decay to 0."""
+    warmup = int(config.train.warmup * total_steps)
+    shape = config.train.schedule
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if shape == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        if shape == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 1.0 - progress
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def class_weights(config: Config, prepared: Prepared) -> torch.Tensor | None:
+    setting = config.train.class_weights
+    classes = len(prepared.labels)
+    if setting == "none":
+        return None
+    if setting == "auto":
+        counts = torch.bincount(prepared.train.labels, minlength=classes).float()
+        # n / (k * count): a balanced data set gets all ones; a class missing from train gets 0.
+        return torch.where(counts > 0, counts.sum() / (classes * counts.clamp(min=1)), torch.zeros(()))
+    if len(setting) != classes:
+        raise RnnclfError(
+            f"train.class_weights: {len(setting)} weights given for {classes} labels "
+            f"({', '.join(prepared.labels)}; sorted by name)"
+        )
+    return torch.tensor(setting, dtype=torch.float32)
+
+
+def train_step(
+    net: nn.Module,
+    members: list[nn.Module],
+    batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    settings: TrainConfig,
+    device: torch.device,
+    loss_weights: torch.Tensor | None = None,
+    loss_scale: float | None = None,
+    processes: int = 1,
+) -> float:
+    """One optimisation step on a collated batch (ids (B, T), lengths (B,), labels (B,)); returns the loss.
+    `net` gives each member's logits (B, K, C) (rnnclf.addons.PerMember, maybe wrapped in DDP); each of
+    the K `members` is clipped as it would be alone.
+
+    One process (loss_scale None): the loss is the batch mean. One of `processes` data-parallel ones:
+    the loss is this process's share of the global batch's mean, its documents' summed loss times
+    loss_scale (1 / the global batch's total weight); DDP averages gradients over the processes, so
+    the gradient is taken of the share times `processes`."""
+    ids, lengths, targets = batch
+    ids, targets = ids.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+    with autocast(settings.precision, device):
+        logits = net(ids, lengths)  # (B, K, C): K = 1, or an ensemble's members
+    count = logits.size(1)
+    # Each member on its own loss: (B * K, C) rows against each document's label K times. The loss
+    # reported is the members' mean; the objective is their sum, so each member gets the gradient it
+    # would get alone.
+    # The loss in fp32: log-softmax of bf16/fp16 logits loses precision for confident predictions.
+    logits = logits.float().flatten(0, 1)
+    targets = targets.repeat_interleave(count)
+    if loss_scale is None:
+        loss = nn.functional.cross_entropy(logits, targets, weight=loss_weights)
+        objective = loss * count
+    else:
+        total = nn.functional.cross_entropy(logits, targets, weight=loss_weights, reduction="sum")
+        loss = total * loss_scale / count
+        objective = loss * processes * count
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(objective).backward()
+    if settings.clip_grad_norm is not None:
+        scaler.unscale_(optimizer)
+        # Per member, so an ensemble's members are clipped as each would be alone.
+        for member in members:
+            nn.utils.clip_grad_norm_(member.parameters(), settings.clip_grad_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    schedule.step()
+    return loss.item()

@@ -1,0 +1,151 @@
+"""The end of a training run: best.pt scored on valid (and test), and with add-ons each part beside the
+whole, so a user always sees what the recurrent model alone does.
+
+A blend's share (rnnclf.addons.linear.Blend) is chosen here, on the validation split, from the grid
+SHARES, which includes the recurrent model alone (0.0) and the linear model alone (1.0); ties go to the
+smaller share. The chosen share is saved into best.pt and last.pt, and metrics.json records the grid.
+The test split, when there is one, is scored once, after every choice is made.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from rnnclf import checkpoint, rundir
+from rnnclf.addons import Blend, Ensemble, members_of, recurrent_part
+from rnnclf.addons.linear import blend
+from rnnclf.distributed import Processes
+from rnnclf.prepare import Prepared
+from rnnclf.scoring import evaluate, logits_for, report
+
+SHARES = tuple(round(0.1 * step, 1) for step in range(11))  # the linear model's share: 0.0 .. 1.0
+
+
+def _scores(full: dict[str, Any]) -> dict[str, float]:
+    return {name: full[name] for name in ("accuracy", "macro_f1", "loss")}
+
+
+def choose_share(
+    recurrent: torch.Tensor, linear: torch.Tensor, gold: torch.Tensor, labels: list[str], monitor: str
+) -> tuple[float, list[dict[str, float]]]:
+    """recurrent, linear: validation logits (N, C); gold (N,) -> (best share, the whole grid)."""
+    grid = []
+    for share in SHARES:
+        scores = report(blend(recurrent, linear, share), gold, labels)
+        grid.append({"share": share, **{f"valid_{name}": value for name, value in _scores(scores).items()}})
+    sign = -1.0 if monitor == "valid_loss" else 1.0
+    best = max(grid, key=lambda row: (sign * row[monitor], -row["share"]))
+    return best["share"], grid
+
+
+def component_scores(
+    model: nn.Module, prepared: Prepared, device: torch.device, precision: str, monitor: str
+) -> dict[str, Any]:
+    """Each part of a model with add-ons, on valid and test: {"components": {name: {split: scores}},
+    "blend": {...} or absent}. Names: "recurrent" (the recurrent model alone: one classifier or the
+    ensemble's average), "member K" (each ensemble member), "linear" (the blended linear model)."""
+    parts: dict[str, nn.Module] = {"recurrent": recurrent_part(model)}
+    if isinstance(parts["recurrent"], Ensemble):
+        parts.update({f"member {k}": member for k, member in enumerate(members_of(model), start=1)})
+    if isinstance(model, Blend):
+        parts["linear"] = model.linear
+    splits = {"valid": prepared.valid, "test": prepared.test}
+    logits = {
+        split: {name: logits_for(part, data, device, precision) for name, part in parts.items()}
+        for split, data in splits.items()
+        if data is not None
+    }  # split -> part -> (N, C)
+    components = {
+        name: {
+            split: _scores(report(found[name], splits[split].labels, prepared.labels))
+            for split, found in logits.items()
+        }
+        for name in parts
+    }
+    result: dict[str, Any] = {"components": components}
+    if isinstance(model, Blend):
+        valid = logits["valid"]
+        share, grid = choose_share(
+            valid["recurrent"], valid["linear"], prepared.valid.labels, prepared.labels, monitor
+        )
+        result["blend"] = {"share": share, "chosen_on": "valid", "monitor": monitor, "grid": grid}
+    return result
+
+
+def _store_share(path: Path, share: float) -> None:
+    """Write the chosen share into a checkpoint's weights (both copies when weights are averaged)."""
+    state = checkpoint.load(path)
+    for key in ("model", "training_model"):
+        if key in state:
+            state[key] = {**state[key], "share": torch.tensor(share)}
+    checkpoint.save(
+        {k: v for k, v in state.items() if k not in ("kind", "format_version", "rnnclf_version")}, path
+    )
+
+
+def finish(
+    model: nn.Module,
+    prepared: Prepared,
+    run_dir: Path,
+    settings: Any,
+    processes: Processes,
+    weights: torch.Tensor | None = None,
+) -> dict[str, Any]:
+    """Load best.pt's weights into `model`, choose a blend's share, score every part and the whole.
+    Returns the metrics (written to metrics.json by the caller)."""
+    device, precision, labels = processes.device, settings.precision, prepared.labels
+    best = processes.from_primary(
+        lambda: checkpoint.model_only(checkpoint.load(run_dir / rundir.BEST, map_location="cpu"))
+    )
+    model.load_state_dict(best["model"])
+    metrics: dict[str, Any] = {"best_epoch": best["epoch"], "labels": labels}
+    if isinstance(model, (Blend, Ensemble)):
+        # One process scores the parts (they are reports, not training) and tells the others.
+        parts = processes.from_primary(
+            lambda: component_scores(model, prepared, device, precision, settings.monitor)
+        )
+        metrics.update(parts)
+        if "blend" in parts:
+            model.share.fill_(parts["blend"]["share"])
+            if processes.primary:
+                for name in (rundir.BEST, rundir.LAST):
+                    _store_share(run_dir / name, parts["blend"]["share"])
+    metrics["valid"] = evaluate(model, prepared.valid, labels, device, precision, weights, processes)
+    if prepared.test is not None:
+        metrics["test"] = evaluate(model, prepared.test, labels, device, precision, weights, processes)
+    return metrics
+
+
+def summary_lines(metrics: dict[str, Any], cell: str) -> list[str]:
+    """What the end of `rnnclf train` prints: each part's scores, then the saved model's."""
+
+    def scores(entry: dict[str, Any]) -> str:
+        shown = f"valid accuracy {entry['valid']['accuracy']:.4f}"
+        if "test" in entry:
+            shown += f", test accuracy {entry['test']['accuracy']:.4f}"
+        return shown
+
+    lines = []
+    components = metrics.get("components", {})
+    recurrent = components.get("recurrent", metrics)
+    kind = f"{cell}, ensemble average" if "member 1" in components else cell
+    lines.append(f"recurrent model ({kind}): {scores(recurrent)}")
+    lines += [f"  {name}: {scores(entry)}" for name, entry in components.items() if name.startswith("member")]
+    if "linear" in components:
+        lines.append(f"linear model: {scores(components['linear'])}")
+    if "blend" in metrics:
+        lines.append(
+            f"blend: linear share {metrics['blend']['share']:.1f}, chosen on validation from "
+            f"{SHARES[0]:.1f} (recurrent alone) to {SHARES[-1]:.1f} (linear alone): {scores(metrics)}"
+        )
+    baseline = metrics.get("baseline")
+    if baseline and "valid" in baseline:
+        accuracy = baseline["valid"]["accuracy"]
+        lines.append(f"linear baseline ({baseline['model']}; not saved): valid accuracy {accuracy:.4f}")
+    elif baseline:
+        lines.append(f"linear baseline skipped: {baseline['skipped']}")
+    return lines
