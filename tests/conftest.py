@@ -44,7 +44,6 @@ model:
   hidden_dim: 16
   bidirectional: true
   pooling: max
-  ngram_buckets: 997
 train:
   epochs: 3
   batch_size: 8

@@ -19,7 +19,7 @@ import yaml
 from conftest import KEYWORDS, cli_globals_restored, make_documents, write_csv, write_tiny_project
 from typer.testing import CliRunner, Result
 
-from rnnclf import cli as cli_module
+from rnnclf import checkpoint, render
 from rnnclf import config as config_module
 from rnnclf.cli import app
 
@@ -116,16 +116,24 @@ def test_train_writes_a_complete_run_folder(trained: Run) -> None:
     assert saved.output.run_dir == str(run_dir.relative_to(trained.root))
 
 
-def test_checkpoint_holds_everything(trained: Run) -> None:
+def test_best_pt_is_the_model_and_last_pt_resumes(trained: Run) -> None:
     state = torch.load(trained.run_dir / "best.pt", weights_only=True)
-    for key in ("format_version", "config", "vocab", "labels", "model", "optimizer", "epoch", "best"):
-        assert key in state, key
-    assert state["kind"] == "rnnclf-checkpoint" and isinstance(state["format_version"], int)
+    # best.pt: what using the model needs, and nothing for resuming.
+    model_keys = {"kind", "format_version", "rnnclf_version", "config", "vocab", "labels", "model", "epoch"}
+    assert set(state) == model_keys
+    assert state["kind"] == "rnnclf-checkpoint" and state["format_version"] == checkpoint.FORMAT_VERSION
     assert state["labels"] == LABELS
     assert state["config"]["model"]["hidden_dim"] == 16
     assert "pizza" in state["vocab"]["itos"]
     last = torch.load(trained.run_dir / "last.pt", weights_only=True)
+    assert set(last) >= model_keys | {"optimizer", "scheduler", "scaler", "rng", "step", "history", "best"}
     assert last["epoch"] == 3
+    # Every file in the run folder has the permissions the umask gives (no 0600 checkpoints).
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for path in trained.run_dir.iterdir():
+        if path.is_file():
+            assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path.name
 
 
 def test_a_second_fresh_run_in_the_same_folder_is_refused(trained: Run) -> None:
@@ -215,7 +223,7 @@ def test_confusion_matrix_shows_long_labels_whole(capsys: pytest.CaptureFixture[
         "per_class": {label: {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 10} for label in labels},
         "confusion_matrix": [[10 if i == j else 0 for j in range(size)] for i in range(size)],
     }
-    cli_module._report_tables(report)
+    render.report_tables(report)
     out = capsys.readouterr().out
     assert "…" not in out
     for label in labels:

@@ -171,7 +171,7 @@ def test_unknown_key_without_a_close_match_lists_the_allowed_keys(tmp_path: Path
 def test_unknown_section(tmp_path: Path) -> None:
     message = error_for(tmp_path, "modle:\n  cell: gru\n")
     assert "unknown section 'modle'" in message and "did you mean 'model'" in message
-    assert "data, text, model, train, output" in message
+    assert "data, text, model, ensemble, linear, train, output" in message
 
 
 @pytest.mark.parametrize(
@@ -305,3 +305,36 @@ def test_load_raises_only_rnnclf_error(tmp_path: Path, text: str) -> None:
 def test_parse_override_raises_only_rnnclf_error(item: str) -> None:
     with contextlib.suppress(RnnclfError):
         parse_override(item)
+
+
+@pytest.mark.parametrize(
+    ("key", "replacement"),
+    [
+        ("ngrams", "linear.ngrams"),
+        ("ngram_buckets", "linear.ngrams"),
+        ("ngram_dim", "linear.ngrams"),
+        ("ngram_weighting", "linear.ngrams"),
+        ("linear_ngrams", "linear.ngrams"),
+        ("linear_c", "linear.c"),
+        ("linear_share", "chosen on validation data"),
+        ("members", "ensemble.members"),
+    ],
+)
+def test_retired_keys_name_their_replacement(tmp_path: Path, key: str, replacement: str) -> None:
+    path = tmp_path / "old.yaml"
+    path.write_text(f"model:\n  {key}: 2\n", encoding="utf-8")
+    with pytest.raises(RnnclfError) as caught:
+        load(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: model.{key}: ") and replacement in message and "\n" not in message
+    with pytest.raises(RnnclfError, match=f"model.{key}: .*{replacement}"):
+        parse_override(f"model.{key}=2")
+
+
+def test_the_default_config_is_the_recurrent_model_alone() -> None:
+    defaults = Config()
+    assert defaults.ensemble.members == 1 and defaults.linear.ngrams == 0 and defaults.train.ema is None
+    printed = default_yaml()
+    for section in ("ensemble:", "linear:"):
+        assert f"\n{section}\n" in printed
+    assert "add-on:" in printed.split("\nlinear:")[1].split("\n")[1]

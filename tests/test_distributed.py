@@ -31,12 +31,13 @@ from conftest import cli_globals_restored, make_documents, write_csv, write_tiny
 from typer.testing import CliRunner
 
 from rnnclf import checkpoint
+from rnnclf.addons import PerMember
 from rnnclf.batching import collate, shard
 from rnnclf.cli import app
 from rnnclf.config import Config
+from rnnclf.distributed import Processes, my_part
 from rnnclf.model import Classifier
-from rnnclf.runtime import Processes
-from rnnclf.train import _my_part, train_step
+from rnnclf.optimization import train_step
 
 # No dropout: with it, each process draws its own masks and the runs differ by design.
 SAME_AS_ONE = ["--set", "model.dropout=0", "--set", "model.embedding_dropout=0"]
@@ -176,7 +177,7 @@ def test_parts_average_to_the_whole_batch_gradient(
 ) -> None:
     """What DDP does (average the processes' gradients) with the loss each process computes equals one
     process's gradient on the whole global batch."""
-    from rnnclf.prepare import encode_texts
+    from rnnclf.encoding import encode_texts
     from rnnclf.vocab import build_vocab_from_iterator
 
     documents = make_documents(batch_size, seed=3)
@@ -202,14 +203,15 @@ def test_parts_average_to_the_whole_batch_gradient(
         scaler = torch.amp.GradScaler("cpu", enabled=False)
         device = torch.device("cpu")
         train_step(
-            copy_, batch, optimizer, schedule, scaler, config.train, device, weights, loss_scale, processes
-        )
+            PerMember(copy_), [copy_], batch, optimizer, schedule, scaler, config.train, device,
+            weights, loss_scale, processes,
+        )  # fmt: skip
         return [p.grad.clone() for p in copy_.parameters()]
 
     whole = gradients(collate(data, indices), None, 1)
     size = 3
     parts = [
-        gradients(*_my_part(data, indices, Processes(torch.device("cpu"), rank, size), weights), size)
+        gradients(*my_part(data, indices, Processes(torch.device("cpu"), rank, size), weights), size)
         for rank in range(size)
     ]
     averaged = [torch.stack(grads).mean(dim=0) for grads in zip(*parts, strict=True)]
@@ -221,8 +223,8 @@ def test_parts_average_to_the_whole_batch_gradient(
 def test_summed_parts_of_validation_equal_one_process(documents: int, size: int) -> None:
     """evaluate() with several processes: each scores its part, the sums over processes give the
     single-process figures (here the processes' sums are added up by hand)."""
-    from rnnclf.prepare import encode_texts
-    from rnnclf.train import evaluate
+    from rnnclf.encoding import encode_texts
+    from rnnclf.scoring import evaluate
     from rnnclf.vocab import build_vocab_from_iterator
 
     rows = make_documents(documents, seed=5)

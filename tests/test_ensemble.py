@@ -1,9 +1,11 @@
-"""Tests for `model.members`: an ensemble scores the mean of its members' probabilities, and training it
-is training each member alone on the same batches (same gradients, same clipping)."""
+"""Tests for the ensemble add-on (`ensemble.members`): it scores the mean of its members' probabilities,
+training it is training each member alone on the same batches (same gradients, same clipping), and a run
+reports every member's score beside the average's."""
 
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -11,26 +13,22 @@ import torch
 from typer.testing import CliRunner
 
 from rnnclf import checkpoint
+from rnnclf.addons import Ensemble, PerMember, build_model, members_of
 from rnnclf.cli import app
-from rnnclf.config import Config, ModelConfig, TrainConfig
-from rnnclf.model import Classifier, Ensemble, build_model, members_of
+from rnnclf.config import Config, TrainConfig, load
+from rnnclf.model import Classifier
+from rnnclf.optimization import train_step
 from rnnclf.predict import Predictor
-from rnnclf.train import train_step
+from rnnclf.prepare import prepare
+from rnnclf.scoring import evaluate
 
 VOCAB, CLASSES = 40, 3
 
 
-def model_config(**changes: object) -> ModelConfig:
-    # linear_ngrams 0: these tests look at the ensemble itself, not at its blend with the linear model.
-    settings = {
-        "embedding_dim": 8,
-        "hidden_dim": 6,
-        "ngram_buckets": 53,
-        "members": 3,
-        "linear_ngrams": 0,
-        **changes,
-    }
-    return ModelConfig.model_validate(settings)
+def model_config(members: int = 3, **changes: object) -> Config:
+    return Config.model_validate(
+        {"model": {"embedding_dim": 8, "hidden_dim": 6, **changes}, "ensemble": {"members": members}}
+    )
 
 
 def batch(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -57,7 +55,7 @@ def test_scores_are_the_mean_of_the_members_probabilities() -> None:
     with torch.no_grad():
         scores = model(ids, lengths)  # (6, 3)
         each = torch.stack([torch.softmax(member(ids, lengths), dim=-1) for member in members_of(model)])
-        per_member = model(ids, lengths, per_member=True)  # (6, 3 members, 3 classes)
+        per_member = PerMember(model)(ids, lengths)  # (6, 3 members, 3 classes)
     assert scores.shape == (6, CLASSES) and per_member.shape == (6, 3, CLASSES)
     torch.testing.assert_close(torch.softmax(scores, dim=-1), each.mean(dim=0), atol=1e-6, rtol=0)
     torch.testing.assert_close(scores.exp().sum(dim=-1), torch.ones(6), atol=1e-6, rtol=0)  # normalised
@@ -81,8 +79,9 @@ def test_training_step_trains_each_member_as_if_alone(clip: float | None) -> Non
         optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
         scaler = torch.amp.GradScaler("cpu", enabled=False)
+        net, members = PerMember(model), members_of(model)
         return train_step(
-            model, ids_lengths_labels, optimizer, schedule, scaler, settings, torch.device("cpu")
+            net, members, ids_lengths_labels, optimizer, schedule, scaler, settings, torch.device("cpu")
         )
 
     alone = [copy.deepcopy(member) for member in members_of(ensemble)]
@@ -100,21 +99,28 @@ def test_training_step_trains_each_member_as_if_alone(clip: float | None) -> Non
         assert moved  # the step did something
 
 
-def test_ensemble_trains_saves_and_predicts(tiny_config: Path, tmp_path: Path) -> None:
+def test_ensemble_trains_saves_predicts_and_reports_each_member(tiny_config: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     result = CliRunner().invoke(
         app,
-        ["train", str(tiny_config), "--quiet", "--run-dir", str(run_dir), "--set", "model.members=2"],
+        ["train", str(tiny_config), "--run-dir", str(run_dir), "--set", "ensemble.members=2"],
     )
     assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
     state = checkpoint.load(run_dir / "best.pt")
-    # The default config blends the ensemble ("rnn.") with the linear n-gram model ("linear.").
-    assert any(name.startswith("rnn.members.1.") for name in state["model"])
-    # Both members got the naive-Bayes weights of the training split (the same for both, not all 1).
-    weights = state["model"]["rnn.members.0.ngram_weights"], state["model"]["rnn.members.1.ngram_weights"]
-    first, second = weights
-    assert torch.equal(first, second) and not torch.all(first == 1.0)
+    assert any(name.startswith("members.1.") for name in state["model"])
     predictor = Predictor(state, source="best.pt")
-    assert Config.model_validate(state["config"]).model.members == 2
+    assert Config.model_validate(state["config"]).ensemble.members == 2
     [prediction] = predictor.predict(["the laptop software chip"])
     assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    # Every member's score is reported beside the average's, and is what that member alone scores.
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    assert set(metrics["components"]) == {"recurrent", "member 1", "member 2"}
+    assert metrics["components"]["recurrent"]["test"]["accuracy"] == metrics["test"]["accuracy"]
+    prepared = prepare(load(run_dir / "config.yaml"))
+    cpu = torch.device("cpu")
+    for number, member in enumerate(members_of(predictor.model), start=1):
+        alone = evaluate(member, prepared.valid, prepared.labels, cpu, "fp32")
+        reported = metrics["components"][f"member {number}"]["valid"]["accuracy"]
+        assert reported == pytest.approx(alone["accuracy"])
+        assert f"member {number}: valid accuracy {reported:.4f}" in result.output
+    assert "recurrent model (lstm, ensemble average): valid accuracy" in result.output

@@ -15,12 +15,12 @@ import torch
 from typer.testing import CliRunner, Result
 
 from rnnclf import checkpoint
+from rnnclf.addons import build_model
 from rnnclf.cli import app
 from rnnclf.config import Config, ModelConfig
+from rnnclf.encoding import truncator
 from rnnclf.export import export_model, padded_batch
-from rnnclf.model import build_model, members_of
 from rnnclf.predict import Predictor
-from rnnclf.prepare import truncator
 from rnnclf.text import get_tokenizer
 from rnnclf.vocab import Vocab
 
@@ -114,12 +114,12 @@ def make_checkpoint(folder: Path, **model: Any) -> Path:
     """An untrained model of the given shape saved as a checkpoint (random weights are as good as trained
     ones for checking that export computes the same function)."""
     torch.manual_seed(3)
-    config = Config.model_validate({"model": {"embedding_dim": 8, "hidden_dim": 6, **model}})
+    members = model.pop("members", 1)
+    config = Config.model_validate(
+        {"model": {"embedding_dim": 8, "hidden_dim": 6, **model}, "ensemble": {"members": members}}
+    )
     itos = ["<pad>", "<unk>", *[f"w{i}" for i in range(40)]]
-    classifier = build_model(len(itos), 4, config.model)
-    for member in members_of(classifier):
-        if member.ngram_weights is not None:  # trained weights differ per row; export must keep them
-            member.ngram_weights.uniform_(0.0, 3.0)
+    classifier = build_model(len(itos), 4, config)
     state = {
         "config": config.to_dict(),
         "vocab": Vocab(itos, default_index=1).to_dict(),
@@ -138,14 +138,6 @@ SHAPES = [
     for i, pooling in enumerate(get_args(ModelConfig.model_fields["pooling"].annotation))
 ] + [
     {"pooling": "last", "cell": "lstm", "bidirectional": True, "num_layers": 2},
-    {
-        "pooling": "max",
-        "cell": "gru",
-        "bidirectional": True,
-        "num_layers": 1,
-        "ngrams": 3,
-        "ngram_buckets": 97,
-    },
     {"pooling": "mean", "cell": "lstm", "bidirectional": True, "num_layers": 1, "members": 3},
 ]
 

@@ -1,8 +1,11 @@
-"""Tests for `model.linear_ngrams`: the exact-n-gram, naive-Bayes-scaled logistic regression (rnnclf.linear)
-and its blend with the RNN (model.Blend)."""
+"""Tests for the linear add-on (`linear.ngrams`): the exact-n-gram, naive-Bayes-scaled logistic regression
+(rnnclf.addons.linear, fitted by rnnclf.addons.linear_fit), its blend with the recurrent model, and the
+blend's share chosen on validation data (rnnclf.outcome)."""
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import pytest
@@ -10,14 +13,18 @@ import torch
 from typer.testing import CliRunner
 
 from rnnclf import checkpoint
+from rnnclf.addons import Blend, build_model, members_of
+from rnnclf.addons.linear import NONE, NgramLogistic, blend, document_ngrams, sorted_position
+from rnnclf.addons.linear_fit import MIN_DOCUMENTS, fit, log_count_ratio
 from rnnclf.batching import Encoded
 from rnnclf.cli import app
-from rnnclf.config import ModelConfig
+from rnnclf.config import Config, load
 from rnnclf.export import padded_batch
-from rnnclf.linear import MIN_DOCUMENTS, NONE, NgramLogistic, document_ngrams, fit, sorted_position
-from rnnclf.model import Blend, Classifier, build_model, members_of
-from rnnclf.ngrams import log_count_ratio
+from rnnclf.model import Classifier
+from rnnclf.outcome import SHARES, choose_share
 from rnnclf.predict import Predictor
+from rnnclf.prepare import prepare
+from rnnclf.scoring import logits_for
 
 
 def test_document_ngrams_are_distinct_and_stay_inside_each_length() -> None:
@@ -119,31 +126,50 @@ def test_more_data_per_feature_means_less_penalty() -> None:
     assert large.weight.abs().sum() > 2 * small.weight.abs().sum()
 
 
-def test_blend_averages_probabilities_and_trains_only_the_rnn() -> None:
-    config = ModelConfig.model_validate(
-        {"embedding_dim": 8, "hidden_dim": 6, "ngram_buckets": 53, "linear_ngrams": 2, "linear_share": 0.3}
-    )
+def test_blend_mixes_probabilities_by_its_share_and_trains_only_the_recurrent_model() -> None:
+    config = Config.model_validate({"model": {"embedding_dim": 8, "hidden_dim": 6}, "linear": {"ngrams": 2}})
     torch.manual_seed(0)
     model = build_model(30, 3, config).eval()
-    assert isinstance(model, Blend) and isinstance(model.rnn, Classifier)
-    assert members_of(model) == [model.rnn]
+    assert isinstance(model, Blend) and isinstance(model.recurrent, Classifier)
+    assert members_of(model) == [model.recurrent]
     texts, labels = random_corpus(2)
     fit(model.linear, data_set(texts, labels))
     ids, lengths = padded_batch(texts[:7])
     with torch.no_grad():
-        scores = model(ids, lengths)
-        rnn = torch.softmax(model.rnn(ids, lengths), dim=-1)
+        recurrent = torch.softmax(model.recurrent(ids, lengths), dim=-1)
         linear = torch.softmax(model.linear(ids, lengths), dim=-1)
-        torch.testing.assert_close(scores.exp(), 0.7 * rnn + 0.3 * linear, atol=1e-6, rtol=0)
+        # Until a share is chosen (after training, on validation data) the blend is the recurrent model.
+        torch.testing.assert_close(model(ids, lengths).exp(), recurrent, atol=1e-6, rtol=0)
+        model.share.fill_(0.3)
         torch.testing.assert_close(
-            model(ids, lengths, per_member=True), model.rnn(ids, lengths, per_member=True)
+            model(ids, lengths).exp(), 0.7 * recurrent + 0.3 * linear, atol=1e-6, rtol=0
         )
-    # The linear model holds no parameters: the optimizer only ever sees the RNN's.
-    assert sum(p.numel() for p in model.linear.parameters()) == 0
-    # share 1: the linear model alone.
-    model.share = 1.0
-    with torch.no_grad():
+        model.share.fill_(1.0)
         torch.testing.assert_close(model(ids, lengths).exp(), linear, atol=1e-6, rtol=0)
+    # The linear model holds no parameters: the optimizer only ever sees the recurrent model's.
+    assert sum(p.numel() for p in model.linear.parameters()) == 0
+    assert "share" in model.state_dict()  # the chosen share travels with the weights
+
+
+def test_share_grid_includes_each_part_alone_and_ties_go_to_the_recurrent_model() -> None:
+    assert SHARES[0] == 0.0 and SHARES[-1] == 1.0 and len(SHARES) == 11
+    labels = ["a", "b"]
+    gold = torch.tensor([0, 0, 1, 1])
+    right = torch.tensor([[3.0, 0.0], [3.0, 0.0], [0.0, 3.0], [0.0, 3.0]])  # (4, 2) every document right
+    wrong = -right
+    # The linear model alone is right, the recurrent model always wrong: only a large share gets all 4;
+    # the best accuracy is first reached above 0.5 and loss decides nothing here (monitor: accuracy).
+    share, grid = choose_share(wrong, right, gold, labels, "valid_accuracy")
+    assert [row["share"] for row in grid] == list(SHARES)
+    assert grid[0]["valid_accuracy"] == 0.0 and grid[-1]["valid_accuracy"] == 1.0
+    assert share == min(row["share"] for row in grid if row["valid_accuracy"] == 1.0) > 0.5
+    # The recurrent model alone is right: share 0 (every share up to 0.5 ties on accuracy).
+    share, _ = choose_share(right, wrong, gold, labels, "valid_accuracy")
+    assert share == 0.0
+    # On loss, the lowest loss wins: the right model alone.
+    share, _ = choose_share(wrong, right, gold, labels, "valid_loss")
+    assert share == 1.0
+    torch.testing.assert_close(blend(right, wrong, 0.0).exp(), torch.softmax(right, dim=-1))
 
 
 def test_fitted_model_round_trips_through_a_state_dict() -> None:
@@ -156,19 +182,48 @@ def test_fitted_model_round_trips_through_a_state_dict() -> None:
     torch.testing.assert_close(fresh(ids, lengths), model(ids, lengths), atol=0, rtol=0)
 
 
-def test_cli_trains_a_blend_saves_it_and_predicts(tiny_config: Path, tmp_path: Path) -> None:
+def test_cli_trains_a_blend_chooses_its_share_on_validation_and_shows_each_part(
+    tiny_config: Path, tmp_path: Path
+) -> None:
     run_dir = tmp_path / "run"
     result = CliRunner().invoke(
-        app, ["train", str(tiny_config), "--run-dir", str(run_dir), "--set", "model.linear_ngrams=2"]
+        app, ["train", str(tiny_config), "--run-dir", str(run_dir), "--set", "linear.ngrams=2"]
     )
     assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
-    assert "linear model:" in result.output and "n-grams (1-2" in result.output
+    assert "linear model (add-on):" in result.output and "n-grams (1-2" in result.output
     state = checkpoint.load(run_dir / "best.pt")
     assert state["model"]["linear.keys"].numel() > 0
+    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    chosen = metrics["blend"]["share"]
+    assert metrics["blend"]["chosen_on"] == "valid" and len(metrics["blend"]["grid"]) == len(SHARES)
+    assert float(state["model"]["share"]) == pytest.approx(chosen)  # the saved model uses the choice
+    assert float(checkpoint.load(run_dir / "last.pt")["model"]["share"]) == pytest.approx(chosen)
+    # The choice is the grid's best validation accuracy, recomputed here from each part's logits.
     predictor = Predictor(state, source="best.pt")
     assert isinstance(predictor.model, Blend)
+    prepared = prepare(load(run_dir / "config.yaml"))
+    cpu = torch.device("cpu")
+    recurrent = logits_for(predictor.model.recurrent, prepared.valid, cpu)
+    linear = logits_for(predictor.model.linear, prepared.valid, cpu)
+    share, _ = choose_share(recurrent, linear, prepared.valid.labels, prepared.labels, "valid_accuracy")
+    assert share == chosen
+    # Each part's score is reported beside the blend's, on valid and test.
+    parts = metrics["components"]
+    assert set(parts) == {"recurrent", "linear"} and all(set(p) == {"valid", "test"} for p in parts.values())
+    recurrent_accuracy = (recurrent.argmax(dim=-1) == prepared.valid.labels).float().mean().item()
+    assert parts["recurrent"]["valid"]["accuracy"] == pytest.approx(recurrent_accuracy)
+    assert f"recurrent model (lstm): valid accuracy {recurrent_accuracy:.4f}" in result.output
+    assert f"blend: linear share {chosen:.1f}, chosen on validation" in result.output
     [prediction] = predictor.predict(["the laptop software chip"])
     assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    # `rnnclf info` shows each part beside the whole.
+    info = CliRunner().invoke(app, ["info", "-m", str(run_dir), "--json"])
+    assert info.exit_code == 0, info.output
+    shown = json.loads(info.stdout)["metrics"]
+    assert shown["components"] == parts and shown["blend"]["share"] == chosen
+    text = " ".join(CliRunner().invoke(app, ["info", "-m", str(run_dir)]).stdout.split())
+    assert f"recurrent valid accuracy {parts['recurrent']['valid']['accuracy']:.4f}" in text
+    assert f"blend linear share {chosen:.1f}, chosen on validation" in text
 
 
 def test_export_of_a_blend(tiny_config: Path, tmp_path: Path) -> None:
@@ -176,7 +231,7 @@ def test_export_of_a_blend(tiny_config: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     trained = runner.invoke(
         app,
-        ["train", str(tiny_config), "--quiet", "--run-dir", str(run_dir), "--set", "model.linear_ngrams=2"],
+        ["train", str(tiny_config), "--quiet", "--run-dir", str(run_dir), "--set", "linear.ngrams=2"],
     )
     assert trained.exit_code == 0, trained.output
     # TorchScript carries the n-gram lookup, checked against the checkpoint's own probabilities.
@@ -202,3 +257,32 @@ def test_sorted_position_matches_searchsorted(size: int) -> None:
     queries = torch.randint(-2, 4 * size + 2, (5, 37), generator=generator)
     queries[0, : min(size, 37)] = table[:37]
     assert torch.equal(sorted_position(table, queries), torch.searchsorted(table, queries))
+
+
+# --- the naive-Bayes log-count ratio, against numbers worked out by hand ------------------------------------
+
+
+def test_log_count_ratios_match_the_smoothed_values_worked_by_hand() -> None:
+    # Class 0: two documents, class 1: one. Smoothing: two pseudo-documents, 4/3 for class 0, 2/3 for 1.
+    labels = torch.tensor([0, 0, 1])
+    # Rows: an n-gram in both class-0 documents; one in the class-1 document only; one in one class-0
+    # document; one never seen.
+    counts = torch.tensor([[2, 0], [0, 1], [1, 0], [0, 0]])
+    weights = log_count_ratio(counts, labels, 2)
+    # P(g | 0) = (2 + 4/3) / 2, P(g | 1) = (0 + 2/3) / 1: ratio 2.5 (class 1's ratio is its inverse).
+    assert math.isclose(weights[0], math.log(2.5), rel_tol=1e-6)
+    assert math.isclose(weights[1], math.log(2.5), rel_tol=1e-6)
+    assert math.isclose(weights[2], math.log(1.75), rel_tol=1e-6)  # (1 + 4/3) / 2 over (0 + 2/3) / 1
+    assert weights[3] < 1e-6  # never seen: says nothing
+
+
+def test_log_count_ratio_takes_the_strongest_class_and_a_missing_class_adds_nothing() -> None:
+    # Four classes, class 3 has no training documents: its ratios must not be inf or nan.
+    labels = torch.tensor([0, 0, 1, 2])
+    counts = torch.tensor([[2, 0, 0, 0], [0, 0, 0, 0]])
+    weights = log_count_ratio(counts, labels, 4)
+    assert torch.isfinite(weights).all()
+    # Class 0 (2 of 4 documents, 1 pseudo-document): (2 + 1) / 2 over (0 + 1) / 2 -> log 3. For class 1
+    # (1 of 4, 0.5 pseudo): (0 + 0.5) / 1 over (2 + 1.5) / 3, smaller in size; the max wins.
+    assert math.isclose(weights[0], max(math.log(3), abs(math.log(0.5 / (3.5 / 3)))), rel_tol=1e-6)
+    assert weights[1] < 1e-6

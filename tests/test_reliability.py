@@ -33,11 +33,11 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from rnnclf import checkpoint
+from rnnclf.addons import build_model
 from rnnclf.cli import app
 from rnnclf.config import Config, load
 from rnnclf.data import read_examples
 from rnnclf.errors import RnnclfError
-from rnnclf.model import build_model
 from rnnclf.predict import Predictor
 from rnnclf.text import TOKENIZERS, get_tokenizer
 from rnnclf.vocab import Vocab, build_vocab_from_iterator
@@ -60,7 +60,6 @@ model:
   bidirectional: true
   dropout: 0.3
   embedding_dropout: 0.2
-  ngram_buckets: 997  # the default n-gram bag with a small table: checkpoints stay quick to write
 train:
   epochs: 2
   batch_size: 4
@@ -168,7 +167,7 @@ def tiny_checkpoint(path: Path) -> Path:
     config = Config()
     config.model.embedding_dim, config.model.hidden_dim = 4, 4
     itos = ["<pad>", "<unk>", "pizza", "goal"]
-    model = build_model(len(itos), 2, config.model)
+    model = build_model(len(itos), 2, config)
     state = {
         "config": config.to_dict(),
         "vocab": Vocab(itos, default_index=1).to_dict(),
@@ -237,6 +236,7 @@ def test_ctrl_c_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path: Path
     metrics = [json.loads((folder / "metrics.json").read_text()) for folder in (tmp_path / "reference", run)]
     for entry in metrics:
         entry.pop("train_seconds")
+        entry["baseline"].pop("seconds")
     assert metrics[0] == metrics[1]
     rows = [
         [
@@ -383,7 +383,7 @@ def test_a_failed_save_keeps_the_old_file_and_leaves_no_temporary(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", half_then_fail)
-    with pytest.raises(OSError):
+    with pytest.raises(RnnclfError, match=r"best\.pt: cannot write \(No space left on device\)"):
         checkpoint.save({"config": {}, "vocab": {}, "labels": [], "model": {}}, path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["best.pt"]
@@ -411,6 +411,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         (["model.hidden_dim=16"], ["model.hidden_dim (8 in the checkpoint, 16 now)"]),
         (["model.cell=lstm", "model.bidirectional=false"], ["model.cell", "model.bidirectional"]),
         (["text.max_length=10"], ["text.max_length"]),
+        (["ensemble.members=2", "linear.ngrams=2"], ["ensemble.members", "linear.ngrams"]),
     ],
 )
 def test_resume_with_a_different_model_shape_names_the_keys(
@@ -422,6 +423,74 @@ def test_resume_with_a_different_model_shape_names_the_keys(
     code, _, stderr = invoke("train", str(trained_run), "--run-dir", str(run), "--resume", "--quiet", *sets)
     assert_one_line_error(code, stderr, "last.pt", "cannot resume", *keys)
     assert (run / "last.pt").read_bytes() == before
+
+
+def test_resume_rewrites_best_pt_after_a_kill_between_the_two_writes(tmp_path: Path) -> None:
+    """At an epoch's end last.pt is written, then best.pt. A kill between the two leaves last.pt at the
+    best epoch and best.pt one epoch behind; resuming rewrites best.pt from last.pt."""
+    config = write_project(tmp_path, count=40)
+    run = tmp_path / "run"
+    code, _, stderr = invoke(
+        "train", str(config), "--run-dir", str(run), "--quiet", "--set", "train.epochs=1"
+    )
+    assert code == 0, stderr
+    stale = {**checkpoint.load(run / "best.pt"), "epoch": 0}
+    checkpoint.save({k: v for k, v in stale.items() if k not in checkpoint.STAMP}, run / "best.pt")
+    assert checkpoint.load(run / "last.pt")["history"][-1]["best"]
+    code, _, stderr = invoke(
+        "train", str(config), "--run-dir", str(run), "--quiet", "--resume", "--set", "train.epochs=1"
+    )
+    assert code == 0, stderr
+    best, last = checkpoint.load(run / "best.pt"), checkpoint.load(run / "last.pt")
+    assert best["epoch"] == last["epoch"] == 1
+    assert_same_tensors(best["model"], last["model"])
+
+
+def test_a_signal_after_the_last_epoch_lets_the_final_scores_finish_then_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import rnnclf.train as train_module
+
+    config = write_project(tmp_path, count=40)
+    scoring = train_module.finish
+
+    def signalled_while_scoring(*args: object, **kwargs: object) -> object:
+        os.kill(os.getpid(), signal.SIGINT)  # the handler runs now, between two bytecodes
+        return scoring(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "finish", signalled_while_scoring)
+    code, _, _ = invoke("train", str(config), "--run-dir", "run", "--set", "train.epochs=1")
+    stderr = capfd.readouterr().err
+    assert code == 130, stderr
+    # It said what would happen, and that happened: final metrics written, no plots, exit 130.
+    assert "training is complete; writing the final metrics.json, then stopping without plots" in stderr
+    assert "stopping after this step" not in stderr
+    run = tmp_path / "run"
+    assert json.loads((run / "metrics.json").read_text())["best_epoch"] == 1
+    assert not (run / "learning_curves.png").exists()
+    assert (run / "best.pt").exists() and (run / "last.pt").exists()
+
+
+def test_training_from_python_leaves_no_half_made_run_when_it_fails(tmp_path: Path) -> None:
+    """rnnclf.train.train() gives the CLI's guarantee: a new run that fails before its first checkpoint
+    leaves no run folder and runs/LATEST as it was."""
+    from rnnclf.train import train
+
+    config_path = write_project(tmp_path, count=40)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "LATEST").write_text("/earlier/run\n", encoding="utf-8")
+    settings = load(config_path)
+    settings.data.label_column = "no_such_column"
+    with pytest.raises(RnnclfError, match="no_such_column"):
+        train(settings, tmp_path / "runs" / "new")
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["LATEST"]
+    assert (tmp_path / "runs" / "LATEST").read_text(encoding="utf-8") == "/earlier/run\n"
+    # And a run that succeeds is recorded as the latest.
+    settings.data.label_column = "label"
+    settings.train.epochs = 1
+    train(settings, tmp_path / "runs" / "new")
+    latest = (tmp_path / "runs" / "LATEST").read_text(encoding="utf-8").strip()
+    assert latest == str((tmp_path / "runs" / "new").resolve())
 
 
 # --- hostile and broken checkpoints -----------------------------------------------------------------------
@@ -508,7 +577,13 @@ def broken_checkpoints(folder: Path) -> dict[str, tuple[Path, str]]:
     add("tensor", payload=torch.zeros(3), fragment="not an rnnclf checkpoint")
     add("other-dict", payload={"weights": torch.zeros(3)}, fragment="not an rnnclf checkpoint")
     add("no-version", payload={"kind": checkpoint.KIND}, fragment="format_version")
-    add("missing-keys", payload={"kind": checkpoint.KIND, "format_version": 1}, fragment="lacks config")
+    add(
+        "missing-keys",
+        payload={"kind": checkpoint.KIND, "format_version": checkpoint.FORMAT_VERSION},
+        fragment="lacks config",
+    )
+    # A file of rnnclf 0.1 (format 1): its models cannot be rebuilt; say so and what to do.
+    add("format-1", payload={**state, "format_version": 1}, fragment="retrain it with this version")
     add("wrong-types", payload={**state, "model": [1, 2]}, fragment="wrong type")
     wrong_shape = {
         **state,

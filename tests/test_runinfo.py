@@ -10,8 +10,8 @@ import pytest
 from conftest import KEYWORDS, write_csv
 from typer.testing import CliRunner, Result
 
+from rnnclf.addons import parameter_count
 from rnnclf.cli import app
-from rnnclf.model import parameter_count
 from rnnclf.predict import Predictor
 from rnnclf.runinfo import duration, list_runs, model_summary
 
@@ -45,7 +45,7 @@ def test_runs_lists_the_trained_run(tiny_run: Path, monkeypatch: pytest.MonkeyPa
     history = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
     assert row["name"] == tiny_run.name and row["latest"] is True and row["status"] == "done"
     # n-grams and the linear model are on by default
-    assert row["model"] == "lstm 1x16 bi, max + 2-grams, linear 1-2-grams 0.5"
+    assert row["model"] == "lstm 1x16 bi, max"
     assert row["data"].endswith("project/train.csv")
     assert row["epochs"] == row["epochs_planned"] == 3
     assert row["monitor"] == "valid_accuracy" and row["best_epoch"] == metrics["best_epoch"]
@@ -103,9 +103,13 @@ def test_runs_in_an_empty_or_missing_folder(tmp_path: Path) -> None:
 
 def test_summaries() -> None:
     model = {"cell": "gru", "num_layers": 2, "hidden_dim": 64, "bidirectional": False, "pooling": "mean"}
-    assert model_summary(model) == "gru 2x64, mean"
-    blended = {**model, "bidirectional": True, "ngrams": 2, "linear_ngrams": 3, "linear_share": 0.8}
-    assert model_summary(blended) == "gru 2x64 bi, mean + 2-grams, linear 1-3-grams 0.8"
+    assert model_summary({"model": model}) == "gru 2x64, mean"
+    with_addons = {
+        "model": {**model, "bidirectional": True},
+        "ensemble": {"members": 3},
+        "linear": {"ngrams": 3},
+    }
+    assert model_summary(with_addons) == "gru 2x64 bi, mean, ensemble of 3, + linear 1-3-grams"
     assert model_summary({}) == "-"
     assert [duration(s) for s in (None, 4.4, 65, 3600 * 2 + 7 * 60)] == ["-", "4s", "1m 05s", "2h 07m"]
 
@@ -119,7 +123,7 @@ def test_info_describes_the_checkpoint(tiny_run: Path, monkeypatch: pytest.Monke
     predictor = Predictor.from_checkpoint(tiny_run / "best.pt")
     metrics = json.loads((tiny_run / "metrics.json").read_text())
     assert details["checkpoint"] == str(tiny_run / "best.pt")
-    assert details["format_version"] == 1 and details["rnnclf_version"]
+    assert details["format_version"] == 2 and details["rnnclf_version"]
     assert details["vocab_size"] == len(predictor.vocab)
     assert details["labels"] == LABELS
     assert details["parameters"] == parameter_count(predictor.model)
@@ -136,8 +140,10 @@ def test_info_describes_the_checkpoint(tiny_run: Path, monkeypatch: pytest.Monke
         f"{details['vocab_size']} tokens",
         f"{details['parameters']:,} parameters",
         "3: food, sports, tech",
-        "format 1",
+        "format 2",
         "lstm 1x16 bi, max",
+        # The linear baseline is reported beside the recurrent model's scores.
+        f"valid accuracy {metrics['baseline']['valid']['accuracy']:.4f}",
         f"test accuracy {metrics['test']['accuracy']:.4f}",
     ):
         assert fragment in " ".join(text.split()), fragment

@@ -1,4 +1,5 @@
-"""Tests for rnnclf.train's weight averaging: the arithmetic, and what a run with it saves and reports."""
+"""Tests for weight averaging (rnnclf.averaging, `train.ema`): the arithmetic, and what a run with it saves
+and reports."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from torch import nn
 from typer.testing import CliRunner
 
 from rnnclf import checkpoint
+from rnnclf.averaging import Average
 from rnnclf.cli import app
 from rnnclf.predict import Predictor
-from rnnclf.train import Average
 
 
 def test_average_follows_the_ramped_exponential_rule() -> None:
@@ -38,10 +39,13 @@ def test_a_run_with_averaging_saves_and_scores_the_average(tiny_config: Path, tm
         app, ["train", str(tiny_config), "--quiet", "--run-dir", "run", "--set", "train.ema=0.95"]
     )
     assert result.exit_code == 0, result.output
-    state = checkpoint.load(tmp_path / "run" / "best.pt")
+    state = checkpoint.load(tmp_path / "run" / "last.pt")
     assert state["average_updates"] > 0
     differs = [not torch.equal(state["model"][k], state["training_model"][k]) for k in state["model"]]
     assert any(differs), "the saved model must be the average, not the raw weights"
+    # best.pt is the model to use: the average alone, no raw weights or optimizer state.
+    state = checkpoint.load(tmp_path / "run" / "best.pt")
+    assert "training_model" not in state and "optimizer" not in state
     # eval/predict use the average, and its accuracy is the one the run reported.
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text(encoding="utf-8"))
     predictor = Predictor.from_checkpoint(tmp_path / "run" / "best.pt")

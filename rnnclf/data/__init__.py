@@ -1,0 +1,98 @@
+"""Readers: csv/tsv/jsonl/fastText/folder-per-class, .gz -> texts and labels; splits.
+
+Every reader turns a data set into `Examples` (parallel lists of texts and class-name labels). Bad input never
+escapes as a decoding, csv, json, gzip or OS exception: it becomes one `RnnclfError` line naming the file, the
+line where known, what is wrong and what would be allowed. Problems that leave the data usable (empty
+documents, multi-label lines, empty class folders) are logged once each, with a count, on the "rnnclf" logger.
+
+Any file may be gzip-compressed; that is recognised by its magic bytes, so the ".gz" name is optional.
+
+The package, one concern a module:
+- this module: `Examples`, `read_examples` (checks the path, picks the reader) and the public API;
+- `formats`: FORMATS and `detect_format` (the format from a folder or a file's extension);
+- `source`: bytes (gunzipped), strict UTF-8 text, and the one-line error messages (`data_error`, `quote`);
+- `delimited`: csv and tsv files with a header row;
+- `jsonl`: one JSON object per line;
+- `fasttext`: "__label__<class> text" lines;
+- `folders`: <folder>/<class>/<document>.txt;
+- `split`: `stratified_split` into training and validation indices;
+- `digest`: `file_digest`, the content hash of a file or class folder (a cache key).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rnnclf.data.delimited import read_delimited
+from rnnclf.data.digest import file_digest
+from rnnclf.data.fasttext import read_fasttext
+from rnnclf.data.folders import read_folder
+from rnnclf.data.formats import FORMATS, chosen_format, detect_format
+from rnnclf.data.jsonl import read_jsonl
+from rnnclf.data.source import data_error, decode, display_name, log, plural, read_bytes
+from rnnclf.data.split import stratified_split
+
+# The public API; the other functions are helpers (importable, but free to change).
+__all__ = ["FORMATS", "Examples", "detect_format", "file_digest", "read_examples", "stratified_split"]
+
+
+@dataclass
+class Examples:
+    """A data set as parallel lists: texts[i] has class name labels[i]; source is the path, for messages."""
+
+    texts: list[str]
+    labels: list[str]
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def read_examples(
+    path: str | Path, format: str = "auto", text_column: str = "text", label_column: str = "label"
+) -> Examples:
+    """Read a data set in one of FORMATS; raises RnnclfError (one line, naming the file) for bad input."""
+    path = Path(path)
+    source = display_name(path)
+    if not path.exists():
+        raise data_error(source, "no such file")
+    chosen = chosen_format(path, format)
+    if chosen == "folder":
+        if not path.is_dir():
+            raise data_error(source, "is a file, but format folder needs a directory <folder>/<class>/*.txt")
+        texts, labels = read_folder(path, source)
+    else:
+        if path.is_dir():
+            raise data_error(
+                source, f"is a directory; format {chosen} needs a file (use format folder for <class>/*.txt)"
+            )
+        texts, labels = read_file(path, source, chosen, text_column, label_column)
+    if not texts:
+        raise data_error(source, "no examples (empty data set)")
+    warn_empty_texts(texts, source)
+    return Examples(texts=texts, labels=labels, source=source)
+
+
+def read_file(
+    path: Path, source: str, format: str, text_column: str, label_column: str
+) -> tuple[list[str], list[str]]:
+    data = read_bytes(path, source)
+    if format in ("csv", "tsv"):
+        delimiter = "," if format == "csv" else "\t"
+        return read_delimited(data, source, delimiter, text_column, label_column)
+    text = decode(data, source)
+    if format == "jsonl":
+        return read_jsonl(text, source, text_column, label_column)
+    return read_fasttext(text, source)
+
+
+def warn_empty_texts(texts: list[str], source: str) -> None:
+    empty = sum(1 for text in texts if not text or text.isspace())
+    if empty:
+        log.warning(
+            "%s: %s kept (%s)",
+            source,
+            plural(empty, "empty document"),
+            "it becomes a single unknown token" if empty == 1 else "they become a single unknown token",
+        )
