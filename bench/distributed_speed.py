@@ -2,9 +2,11 @@
 """Data-parallel training speed on CPU: 1 process x T threads against P processes x T/P threads.
 
 Both run the same global batches (the first warmup + --batches batches of epoch 1, global batch 128)
-of the lecture-size model (embedding 128, one unidirectional LSTM layer of 256, Adam 0.005, vocabulary
-20k) on IMDB train, through the training loop's own pieces: data_parallel (gloo), each process's part
-of the global batch, train_step under DistributedDataParallel, and the per-step agreement collective.
+of the lecture's LSTM alone (bench/lecture.py: embedding 128, one unidirectional LSTM layer of 256,
+Adam 0.005, vocabulary 20k; no add-ons) on IMDB train, through the training loop's own pieces
+(rnnclf.distributed's data_parallel (gloo), prepare_once and my_part, rnnclf.optimization's
+train_step under DistributedDataParallel, and the per-step agreement collective). Each run stops if
+its model has other weights than the lecture's.
 Words/s counts real tokens of the global batches (padding excluded) per second of wall time, timed on
 rank 0 after the warm-up steps; the processes start together, so the slowest one sets the pace.
 
@@ -28,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from lecture import lecture_config  # bench/lecture.py, beside this script; no torch import
+from lecture import lecture_config, weight_count  # bench/lecture.py, beside this script; no torch
 
 HERE = Path(__file__).resolve().parent
 
@@ -40,18 +42,23 @@ def worker(data: str, batches: int, warmup: int) -> None:
     prepare_cpu()  # first thing: before torch starts its worker threads
     import torch
 
+    from rnnclf.addons import PerMember
     from rnnclf.batching import training_batches
-    from rnnclf.model import Classifier
-    from rnnclf.runtime import data_parallel, seed_everything
-    from rnnclf.train import _my_part, _prepare_once, make_optimizer, make_schedule, train_step
+    from rnnclf.distributed import data_parallel, my_part, prepare_once
+    from rnnclf.model import Classifier, parameter_count
+    from rnnclf.optimization import make_optimizer, make_schedule, train_step
+    from rnnclf.runtime import seed_everything
 
     config = lecture_config(data, device="cpu", seed=13)
     settings = config.train
     with data_parallel(settings.device) as processes:
-        prepared = _prepare_once(config, processes)
+        prepared = prepare_once(config, processes)
         seed_everything(settings.seed)
         model = Classifier(len(prepared.vocab), len(prepared.labels), config.model)
-        net = processes.wrap(model)
+        weights, expected = parameter_count(model), weight_count(len(prepared.vocab), len(prepared.labels))
+        if weights != expected:
+            sys.exit(f"not the lecture's model: {weights:,} weights, the lecture's LSTM has {expected:,}")
+        net = processes.wrap(PerMember(model))  # as in rnnclf.train: DDP wraps what steps run
         optimizer = make_optimizer(model, config, fused=False)  # as rnnclf train under torchrun
         schedule = make_schedule(optimizer, config, 10_000)
         scaler = torch.amp.GradScaler("cpu", enabled=False)
@@ -64,9 +71,11 @@ def worker(data: str, batches: int, warmup: int) -> None:
             if number == warmup:
                 processes.barrier()
                 started = time.perf_counter()
-            batch, scale = _my_part(prepared.train, indices, processes, None)
+            batch, scale = my_part(prepared.train, indices, processes, None)
             device, size = processes.device, processes.size
-            loss = train_step(net, batch, optimizer, schedule, scaler, settings, device, None, scale, size)
+            loss = train_step(
+                net, [model], batch, optimizer, schedule, scaler, settings, device, None, scale, size
+            )
             processes.agree(loss, None)  # the loop's per-step collective (loss sum, stop signal)
             if number >= warmup:
                 words += int(lengths[indices].sum())
@@ -75,6 +84,7 @@ def worker(data: str, batches: int, warmup: int) -> None:
             result = {
                 "processes": processes.size,
                 "threads": torch.get_num_threads(),
+                "weights": weights,
                 "batches": batches,
                 "words": words,
                 "seconds": seconds,
@@ -86,10 +96,16 @@ def worker(data: str, batches: int, warmup: int) -> None:
 def measure(command: list[str], threads: int) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     output = subprocess.run(command, env=env, capture_output=True, text=True)
-    if output.returncode != 0:
+    lines = [line for line in output.stdout.splitlines() if line.startswith("RESULT ")]
+    if not lines:
         sys.exit(f"failed ({output.returncode}): {' '.join(command)}\n{output.stderr[-3000:]}")
-    line = next(line for line in output.stdout.splitlines() if line.startswith("RESULT "))
-    return json.loads(line.removeprefix("RESULT "))
+    if output.returncode != 0:  # the measurement is complete; a process died while shutting down
+        aborted = "terminate called" in output.stderr
+        print(
+            f"note: exit status {output.returncode} after the result"
+            + (" (abort at exit)" if aborted else "")
+        )
+    return json.loads(lines[0].removeprefix("RESULT "))
 
 
 def main() -> None:
@@ -119,7 +135,7 @@ def main() -> None:
             print(
                 f"{result['processes']} process(es) x {result['threads']} thread(s): "
                 f"{result['words_per_s']:,.0f} words/s ({result['words']:,} words in {result['batches']} "
-                f"global batches of 128, {result['seconds']:.1f}s)"
+                f"global batches of 128, {result['seconds']:.1f}s; model {result['weights']:,} weights)"
             )
     alone, together = statistics.median(rates["one"]), statistics.median(rates["many"])
     print(f"median: 1 process {alone:,.0f} words/s, {args.processes} processes {together:,.0f} words/s")

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """GPU check, a few minutes on one CUDA device: correctness against the CPU on the same weights, then
-the time of one IMDB training epoch on the GPU (fp32 and bf16) with the shipped IMDB config's model.
+the time of one IMDB training epoch on the GPU (fp32 and bf16) of the shipped IMDB config's recurrent
+model (rnnclf.model.Classifier from its `model:` section; add-ons such as `linear:` are not part of it).
 
     python bench/gpu_check.py --data ../shared/data/imdb    # train.csv.gz and test.csv.gz inside
 
@@ -17,11 +18,12 @@ from pathlib import Path
 
 import torch
 
+from rnnclf.addons import PerMember
 from rnnclf.batching import collate, training_batches
 from rnnclf.config import ModelConfig, load
 from rnnclf.model import Classifier
+from rnnclf.optimization import make_optimizer, make_schedule, train_step
 from rnnclf.prepare import prepare
-from rnnclf.train import make_optimizer, make_schedule, train_step
 
 HERE = Path(__file__).resolve().parent
 
@@ -65,7 +67,7 @@ def correctness() -> float:
 
 
 def epoch_time(config_path: Path, data: Path, precision: str) -> tuple[float, float]:
-    """(seconds, words/s) for one full training epoch of the config's model on CUDA."""
+    """(seconds, words/s) for one full training epoch of the config's recurrent model on CUDA."""
     overrides = [
         f"data.train={data / 'train.csv.gz'}",
         "data.test=null",
@@ -76,6 +78,7 @@ def epoch_time(config_path: Path, data: Path, precision: str) -> tuple[float, fl
     prepared = prepare(config)
     device = torch.device("cuda")
     model = Classifier(len(prepared.vocab), len(prepared.labels), config.model).to(device)
+    net = PerMember(model)  # what training steps run, as in rnnclf.train: logits (B, 1, C)
     optimizer = make_optimizer(model, config)
     batches = training_batches(
         prepared.train.lengths, config.train.batch_size, torch.Generator().manual_seed(0)
@@ -86,7 +89,7 @@ def epoch_time(config_path: Path, data: Path, precision: str) -> tuple[float, fl
     started, words = time.perf_counter(), 0
     for indices in batches:
         batch = collate(prepared.train, indices)
-        train_step(model, batch, optimizer, schedule, scaler, config.train, device)
+        train_step(net, [model], batch, optimizer, schedule, scaler, config.train, device)
         words += int(batch[1].sum())
     torch.cuda.synchronize()
     seconds = time.perf_counter() - started

@@ -3,7 +3,8 @@
 cold shell (seconds), each the median of --repeats runs of the real command in a fresh process.
 
 Baseline for eval, measured in the same run: the same model scoring one document at a time (what a
-naive loop over `model(text)` does), over the first --baseline-documents documents.
+naive loop over `model(text)` does), over the first --baseline-documents documents. Also prints the
+size of the checkpoint that --model resolves to (a run folder's best.pt), which the cold predict reads.
 
     python bench/inference_speed.py --model runs/imdb --data ../shared/data/imdb/test.csv.gz --repeats 3
 """
@@ -16,6 +17,8 @@ import statistics
 import subprocess
 import sys
 import time
+
+from rnnclf.rundir import resolve_checkpoint
 
 
 def timed(command: list[str]) -> float:
@@ -30,7 +33,6 @@ def one_at_a_time(model: str, data: str, documents: int) -> float:
     """Documents/s when each document is scored alone (batch of one)."""
     from rnnclf.data import read_examples
     from rnnclf.predict import Predictor
-    from rnnclf.runs import resolve_checkpoint
 
     predictor = Predictor.from_checkpoint(resolve_checkpoint(model))
     config = predictor.config.data
@@ -49,6 +51,8 @@ def main() -> None:
     parser.add_argument("--baseline-documents", type=int, default=1000)
     args = parser.parse_args()
     rnnclf = [sys.executable, "-m", "rnnclf"]
+    path = resolve_checkpoint(args.model)
+    print(f"checkpoint {path}: {path.stat().st_size / 1e6:,.1f} MB")
 
     report = json.loads(
         subprocess.run(

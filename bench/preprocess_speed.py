@@ -10,6 +10,9 @@ torch start-up:
   cached    rnnclf's prepare() with the cache filled by an earlier run (same data, same settings).
 
     python bench/preprocess_speed.py --config configs/imdb.yaml --repeats 3
+    rnnclf init-config > /tmp/default.yaml; D=$PWD/../shared/data/imdb   # the default config:
+    python bench/preprocess_speed.py --config /tmp/default.yaml --repeats 3 \
+        --set data.train=$D/train.csv.gz --set data.test=$D/test.csv.gz
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ import csv, gzip, re
 from collections import Counter
 from rnnclf.config import load
 from rnnclf.prepare import prepare  # imports torch: outside the timed part, for every mode
-mode, config_path = sys.argv[1], sys.argv[2]
-config = load(config_path)
+mode, config_path, overrides = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+config = load(config_path, overrides)
 started = time.perf_counter()
 if mode == "baseline":
     csv.field_size_limit(sys.maxsize)
@@ -58,9 +61,10 @@ print(json.dumps({"seconds": time.perf_counter() - started, "documents": documen
 """
 
 
-def run(mode: str, config: str, cache: str) -> dict:
+def run(mode: str, config: str, cache: str, overrides: list[str]) -> dict:
     env = {**__import__("os").environ, "RNNCLF_CACHE": cache}
-    out = subprocess.run([sys.executable, "-c", CHILD, mode, config], capture_output=True, text=True, env=env)
+    command = [sys.executable, "-c", CHILD, mode, config, json.dumps(overrides)]
+    out = subprocess.run(command, capture_output=True, text=True, env=env)
     if out.returncode:
         raise SystemExit(out.stderr)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -71,14 +75,15 @@ def main() -> None:
     parser.add_argument("--config", default="configs/imdb.yaml")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="config KEY=VALUE")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as cache:
         modes = ["cold", "cached"] + ([] if args.skip_baseline else ["baseline"])
         results = {}
         for mode in modes:
             if mode == "cached":
-                run("cached", args.config, cache)  # fill the cache once
-            times = [run(mode, args.config, cache) for _ in range(args.repeats)]
+                run("cached", args.config, cache, args.overrides)  # fill the cache once
+            times = [run(mode, args.config, cache, args.overrides) for _ in range(args.repeats)]
             results[mode] = statistics.median(t["seconds"] for t in times)
             spread = ", ".join(f"{t['seconds']:.2f}" for t in times)
             print(

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Training speed: rnnclf's own training step against the lecture's loop, same data, same run.
 
-Model: the lecture's size (embedding 128, one unidirectional LSTM layer of 256, batch 128, Adam 0.005,
-vocabulary 20k), IMDB train with rnnclf's default text.max_length and basic_english tokens. Words/s
-counts real tokens through the recurrent layer, padding excluded, for both.
+Model: the lecture's LSTM alone (bench/lecture.py: embedding 128, one unidirectional LSTM layer of 256,
+last state, batch 128, Adam 0.005, vocabulary 20k; no add-ons), IMDB train with rnnclf's default
+text.max_length and basic_english tokens. Words/s counts real tokens through the recurrent layer,
+padding excluded, for both. The script stops if the model it built has other weights than the
+lecture's (so it cannot measure a larger model under the lecture's name).
 
     python bench/train_speed.py --data ../shared/data/imdb/train.csv.gz --batches 40 --reference-batches 2
 
@@ -25,13 +27,14 @@ from rnnclf.runtime import prepare_cpu
 prepare_cpu()  # first thing: before torch starts its worker threads
 
 import torch  # noqa: E402
-from lecture import lecture_config  # noqa: E402  (bench/lecture.py, beside this script)
+from lecture import lecture_config, weight_count  # noqa: E402  (bench/lecture.py, beside this script)
 
+from rnnclf.addons import PerMember  # noqa: E402
 from rnnclf.batching import collate, padding_fraction, training_batches  # noqa: E402
 from rnnclf.config import Config  # noqa: E402
-from rnnclf.model import Classifier  # noqa: E402
+from rnnclf.model import Classifier, parameter_count  # noqa: E402
+from rnnclf.optimization import make_optimizer, make_schedule, train_step  # noqa: E402
 from rnnclf.prepare import prepare  # noqa: E402
-from rnnclf.train import make_optimizer, make_schedule, train_step  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -41,7 +44,11 @@ def measure(config: Config, batches: int, warmup: int = 3) -> dict[str, float]:
     prepared = prepare(config)
     torch.manual_seed(0)
     model = Classifier(len(prepared.vocab), len(prepared.labels), config.model)
-    optimizer = make_optimizer(model, config)
+    weights, expected = parameter_count(model), weight_count(len(prepared.vocab), len(prepared.labels))
+    if weights != expected:
+        sys.exit(f"not the lecture's model: {weights:,} weights, the lecture's LSTM has {expected:,}")
+    net = PerMember(model)  # what training steps run, as in rnnclf.train: logits (B, 1, C)
+    optimizer = make_optimizer(model, config)  # fused, as in single-process training
     schedule = make_schedule(optimizer, config, 10_000)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     lengths = prepared.train.lengths
@@ -51,13 +58,14 @@ def measure(config: Config, batches: int, warmup: int = 3) -> dict[str, float]:
     for number, indices in enumerate(order):
         batch = collate(prepared.train, indices)
         start = time.perf_counter()
-        train_step(model, batch, optimizer, schedule, scaler, config.train, torch.device("cpu"))
+        train_step(net, [model], batch, optimizer, schedule, scaler, config.train, torch.device("cpu"))
         elapsed = time.perf_counter() - start
         if number >= warmup:
             count = int(batch[1].sum())
             rates.append(count / elapsed)
             words, seconds = words + count, seconds + elapsed
     return {
+        "weights": weights,
         "words_per_s": words / seconds,
         "median_batch_words_per_s": statistics.median(rates),
         "padding": padding_fraction(lengths, order[warmup:]),
@@ -86,7 +94,8 @@ def main() -> None:
         results[precision] = result["words_per_s"]
         print(
             f"rnnclf {precision}: {result['words_per_s']:,.0f} words/s over {args.batches} batches "
-            f"(median batch {result['median_batch_words_per_s']:,.0f}), padding {result['padding']:.1%}"
+            f"(median batch {result['median_batch_words_per_s']:,.0f}), padding {result['padding']:.1%}, "
+            f"model {result['weights']:,} weights"
         )
     if args.reference_batches:
         max_length = lecture_config(args.data).text.max_length

@@ -1,30 +1,25 @@
-"""The `rnnclf` command: parse arguments, call one library function, print the result.
+"""The `rnnclf` command: parse arguments, call one library function, hand the result to render.py.
 
 Known problems (RnnclfError) become one line on stderr and exit code 2. Library modules are imported
-inside the commands so `rnnclf --help` and `init-config` start without loading torch.
+inside the commands so `rnnclf --help` and `init-config` start without loading torch. What `train` does
+around training (run folder, Ctrl-C, resume hint, plots) is in cli_train.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import logging
 import os
-import shlex
 import signal
 import sys
 from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.measure import Measurement
-from rich.table import Table
-from rich.text import Text
 
-from rnnclf.errors import MissingExtra, RnnclfError
+from rnnclf import cli_train, render
+from rnnclf.errors import RnnclfError
 
 app = typer.Typer(
     add_completion=True,
@@ -35,8 +30,6 @@ app = typer.Typer(
     epilog="Tab completion of commands and options: run 'rnnclf --install-completion' once "
     "(bash, zsh, fish or PowerShell), then open a new shell.",
 )
-stdout = Console(highlight=False, soft_wrap=True)
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 ModelOption = Annotated[
     str | None,
@@ -46,77 +39,15 @@ ModelOption = Annotated[
 ]
 
 
-class _WarningHandler(logging.Handler):
-    def emit(self, record: logging.LogRecord) -> None:
-        stderr.print(f"warning: {record.getMessage()}", markup=False)
-
-
-def _setup_logging() -> None:
-    logger = logging.getLogger("rnnclf")
-    if not any(isinstance(h, _WarningHandler) for h in logger.handlers):
-        logger.addHandler(_WarningHandler(level=logging.WARNING))
-    logger.propagate = False
-
-
 @contextlib.contextmanager
 def _user_errors() -> Iterator[None]:
     """RnnclfError -> 'error: ...' on stderr, exit code 2; no traceback."""
-    _setup_logging()
+    render.route_warnings()
     try:
         yield
     except RnnclfError as err:
-        message = " ".join(str(err).split())  # always one line
-        stderr.print(f"error: {message}", markup=False)
+        render.error(err)
         raise typer.Exit(2) from None
-
-
-def _note(text: str) -> None:
-    """One line on stderr about something optional that did not happen (the command still succeeds)."""
-    stderr.print(f"note: {' '.join(text.split())}", markup=False)
-
-
-def _install_stop_handlers(stop: Any) -> dict[int, Any]:
-    """First SIGINT/SIGTERM: finish the current step, save last.pt, exit. Second: exit at once
-    (checkpoints are replaced atomically, so no file can be left torn). Returns the handlers replaced."""
-
-    def handle(number: int, frame: Any) -> None:
-        if stop:
-            os._exit(128 + number)
-        stop.set(number)
-        # os.write, not print: the signal may arrive while the main thread is inside a print to stderr.
-        if stop.finishing:  # every epoch is done and saved: let the final scores finish, then stop
-            os.write(
-                2,
-                b"training is complete; writing the final metrics.json, then stopping without plots "
-                b"(press Ctrl-C again to quit now; best.pt and last.pt are saved)\n",
-            )
-        else:
-            os.write(2, b"stopping after this step and saving last.pt (press Ctrl-C again to quit now)\n")
-
-    return {number: signal.signal(number, handle) for number in (signal.SIGINT, signal.SIGTERM)}
-
-
-def _resume_command(config: Path, overrides: list[str], folder: Path) -> str:
-    """The command line that continues this run, --set overrides included (shell-quoted)."""
-    sets = [part for item in overrides for part in ("--set", item)]
-    words = ["train", str(config), *sets, "--run-dir", str(folder), "--resume"]
-    processes = os.environ.get("WORLD_SIZE", "1")
-    if processes != "1":  # started by torchrun: continue the same way
-        if os.environ.get("LOCAL_WORLD_SIZE") == processes:  # one machine
-            return shlex.join(["torchrun", "--nproc-per-node", processes, "-m", "rnnclf", *words])
-        return "torchrun <the same torchrun options> -m rnnclf " + shlex.join(words)
-    return shlex.join(["rnnclf", *words])
-
-
-def _run_to_resume() -> Path:
-    from rnnclf import rundir
-
-    try:
-        return rundir.latest_run()
-    except RnnclfError:
-        raise RnnclfError(
-            "--resume: no run to continue here (./runs/LATEST is missing); name it with --run-dir RUN_DIR"
-        ) from None
 
 
 @app.command()
@@ -136,115 +67,7 @@ def train(
     Example: rnnclf train configs/trec.yaml --set train.epochs=3
     """
     with _user_errors():
-        from rnnclf import config as config_module
-        from rnnclf import rundir
-        from rnnclf.report import make_reporter
-        from rnnclf.runtime import prepare_cpu
-
-        prepare_cpu()  # before any tensor work starts torch's threads
-        from rnnclf.train import Interrupted, StopFlag
-        from rnnclf.train import train as run_training
-
-        settings = config_module.load(config, set_ or [])
-        primary = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 writes and reports
-        if run_dir is not None:
-            settings.output.run_dir = str(run_dir)
-        if resume:
-            folder = Path(settings.output.run_dir) if settings.output.run_dir else _run_to_resume()
-        else:
-            folder = rundir.new_run_dir(config, settings.output.run_dir)
-        settings.output.run_dir = str(folder)
-        reporter = make_reporter(quiet or not primary)
-        reporter.config(f"config ({config}):\n{config_module.dump(settings)}")
-        if settings.output.tensorboard and primary:
-            reporter = _with_tensorboard(reporter, folder)
-        stop = StopFlag()
-        previous_handlers = _install_stop_handlers(stop)
-        try:
-            metrics = run_training(settings, folder, reporter, resume=resume, stop=stop)
-        except Interrupted as interrupted:
-            if primary:
-                command = _resume_command(config, set_ or [], folder)
-                stderr.print(f"interrupted; last.pt saved. Resume with: {command}", markup=False)
-            raise typer.Exit(128 + interrupted.signal) from None
-        finally:
-            reporter.close()
-            for number, handler in previous_handlers.items():  # in-process callers get theirs back
-                signal.signal(number, handler)
-        if stop.signal is not None:  # arrived while the final scores were written: they are; stop now
-            if primary:
-                stderr.print(
-                    f"stopped after training; {folder / 'metrics.json'} written, no plots", markup=False
-                )
-            raise typer.Exit(128 + stop.signal)
-        if primary:
-            _after_training(folder, metrics, settings, reporter, quiet)
-
-
-def _with_tensorboard(reporter: Any, folder: Path) -> Any:
-    from rnnclf.tensorboard_log import TensorBoardReporter
-
-    try:
-        return TensorBoardReporter(reporter, folder)
-    except MissingExtra as missing:
-        _note(f"{missing}; training goes on without it")
-        return reporter
-
-
-def _after_training(folder: Path, metrics: dict[str, Any], settings: Any, reporter: Any, quiet: bool) -> None:
-    """Pictures and final TensorBoard scalars, from what training wrote (metrics.jsonl, metrics.json).
-    The run is complete already: a missing optional package or a failed picture costs a note, not it."""
-    if settings.output.plots:
-        from rnnclf.plots import write_run_plots
-
-        try:
-            written = write_run_plots(folder)
-        except RnnclfError as err:
-            _note(f"no plots: {err}")
-        else:
-            if not quiet:
-                stdout.print(f"plots: {', '.join(str(path) for path in written)}", markup=False)
-    from rnnclf.tensorboard_log import TensorBoardReporter, write_final
-
-    if isinstance(reporter, TensorBoardReporter):
-        write_final(folder, metrics)
-
-
-def _print_wide(table: Table) -> None:
-    """Print a table without cutting any cell to '…'. To a file or pipe: at its natural width, even
-    past 80 columns. On a terminal: long labels wrap inside their cells; wider only if it cannot fit."""
-    measured = Measurement.get(stdout, stdout.options.update(max_width=10_000), table)
-    needed = measured.minimum if stdout.is_terminal else measured.maximum
-    # Console.print(width=) cannot exceed the console's width, so a wider table gets its own console.
-    console = stdout if needed <= stdout.width else Console(highlight=False, width=needed, file=sys.stdout)
-    console.print(table)
-
-
-def _report_tables(report: dict[str, Any]) -> None:
-    stdout.print(
-        f"documents {report['n']}   accuracy {report['accuracy']:.4f}   macro-F1 {report['macro_f1']:.4f}"
-    )
-    per_class = Table(title="per class")
-    per_class.add_column("label", overflow="fold")
-    for column in ("precision", "recall", "f1", "support"):
-        per_class.add_column(column, justify="right")
-    for label, scores in report["per_class"].items():
-        per_class.add_row(
-            Text(label),  # Text: a label is data, never rich markup ('[/b]' would raise, ':x:' an emoji)
-            f"{scores['precision']:.3f}",
-            f"{scores['recall']:.3f}",
-            f"{scores['f1']:.3f}",
-            str(scores["support"]),
-        )
-    _print_wide(per_class)
-    # Columns are numbered (label names would not fit side by side); the rows give each number's label.
-    confusion = Table(title="confusion matrix (rows: true label, columns: predicted, by number)")
-    confusion.add_column("true label", overflow="fold")
-    for number in range(1, len(report["labels"]) + 1):
-        confusion.add_column(str(number), justify="right")
-    for number, (label, row) in enumerate(zip(report["labels"], report["confusion_matrix"], strict=True), 1):
-        confusion.add_row(Text(f"{number} {label}"), *map(str, row))
-    _print_wide(confusion)
+        cli_train.run(config, set_ or [], run_dir, resume, quiet)
 
 
 @app.command("eval")
@@ -274,10 +97,9 @@ def evaluate(
         predictor = Predictor.from_checkpoint(checkpoint_path)
         report = score_file(predictor, data)
         if json_:
-            # Plain write, not rich: rich would turn ':name:' in a label into an emoji.
-            sys.stdout.write(json.dumps(report, ensure_ascii=False) + "\n")
+            render.json_line(report)
         else:
-            _report_tables(report)
+            render.report_tables(report)
         if plot is not None:
             source = Path(data or predictor.config.data.test or "?").name
             scores = f"accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}"
@@ -285,7 +107,7 @@ def evaluate(
             title += f", {report['n']} documents"
             plots.confusion_matrix(report["confusion_matrix"], report["labels"], plot, title)
             # With --json, stdout is the JSON alone.
-            (stderr if json_ else stdout).print(f"confusion matrix: {plot}", markup=False)
+            render.message(f"confusion matrix: {plot}", to_stderr=json_)
 
 
 def _read_lines(file: str) -> Iterator[str]:
@@ -330,7 +152,7 @@ def predict(
     Example: rnnclf predict "What is the capital of Peru ?" --top-k 3 --explain
     """
     with _user_errors():
-        from rnnclf.explain import explain_one, highlighted, summary
+        from rnnclf.explain import explain_one
         from rnnclf.predict import Predictor
         from rnnclf.rundir import resolve_checkpoint
 
@@ -340,35 +162,16 @@ def predict(
         documents = _read_lines(file) if file is not None else iter(text or [])
         if file is not None and text:
             documents = (d for source in (text, _read_lines(file)) for d in source)
-        out = sys.stdout
         try:
             for result in predictor.predict_stream(documents, top_k=top_k):
                 explanation = explain_one(predictor, result.text) if explain else None
-                if json_:
-                    record = result.to_dict()
-                    if explanation is not None:
-                        record["explanation"] = explanation.to_dict()
-                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
-                else:
-                    shown = list(result.probabilities.items())[: top_k or 1]
-                    out.write("\t".join(f"{label}\t{p:.4f}" for label, p in shown) + "\n")
-                    if explanation is not None:
-                        out.write(f"  why {explanation.label}: {summary(explanation)}\n")
-                        out.flush()  # rich writes the next line through the same stream
-                        stdout.print(Text("  ") + highlighted(explanation))
-            out.flush()
+                render.prediction(result, explanation, top_k, json_)
+            sys.stdout.flush()
         except BrokenPipeError:
             # The reader stopped early (`rnnclf predict -f big.txt | head`): end quietly, as Unix tools
             # do; stdout goes to /dev/null so the interpreter's final flush cannot fail again.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise typer.Exit(128 + signal.SIGPIPE) from None
-
-
-MONITOR_NAMES = {"valid_accuracy": "accuracy", "valid_macro_f1": "macro-F1", "valid_loss": "loss"}
-
-
-def _number(value: Any, digits: int = 4) -> str:
-    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "-"
 
 
 @app.command("runs")
@@ -383,40 +186,13 @@ def list_runs(
     Example: rnnclf runs --json
     """
     with _user_errors():
-        from rnnclf.runinfo import data_summary, duration
-        from rnnclf.runinfo import list_runs as find_runs
+        from rnnclf.runinfo import list_runs
 
-        rows = find_runs(folder)
+        rows = list_runs(folder)
         if json_:
-            sys.stdout.write(json.dumps(rows, ensure_ascii=False) + "\n")
-            return
-        if not rows:
-            _note(f"no runs under {folder}/ (train one with 'rnnclf train CONFIG')")
-            return
-        table = Table(title=f"runs under {folder}/", caption="* the latest run: the default --model")
-        for column in ("run", "date", "status", "data", "model"):
-            table.add_column(column, overflow="fold")
-        for column in ("epochs", "best valid", "test acc.", "time"):
-            table.add_column(column, justify="right")
-        for row in rows:
-            planned = row["epochs_planned"]
-            best = row["best_valid"]
-            best_text = "-"
-            if best is not None:
-                monitor = MONITOR_NAMES.get(row["monitor"], row["monitor"])
-                best_text = f"{monitor} {best:.4f} (ep. {row['best_epoch']})"
-            table.add_row(
-                Text(row["name"] + (" *" if row["latest"] else ""), style="bold" if row["latest"] else ""),
-                row["date"] or "-",
-                row["status"],
-                Text(data_summary(row["data"])),
-                row["model"],
-                f"{row['epochs']}/{planned}" if planned else str(row["epochs"]),
-                best_text,
-                _number(row["test_accuracy"]),
-                duration(row["train_seconds"]),
-            )
-        _print_wide(table)
+            render.json_line(rows)
+        else:
+            render.runs_table(rows, folder)
 
 
 @app.command()
@@ -434,68 +210,13 @@ def info(
     """
     with _user_errors():
         from rnnclf.rundir import resolve_checkpoint
-        from rnnclf.runinfo import checkpoint_info, duration
+        from rnnclf.runinfo import checkpoint_info
 
         details = checkpoint_info(resolve_checkpoint(model), data)
         if json_:
-            sys.stdout.write(json.dumps(details, ensure_ascii=False) + "\n")
-            return
-        config = details["config"]
-        text, train_settings = config["text"], config["train"]
-        grid = Table.grid(padding=(0, 2))
-        grid.add_column(style="bold")
-        grid.add_column(overflow="fold")
-        version = f"format {details['format_version']}, written by rnnclf {details['rnnclf_version'] or '?'}"
-        grid.add_row("checkpoint", Text(f"{details['checkpoint']} ({version}, epoch {details['epoch']})"))
-        grid.add_row("data", Text(f"train {config['data']['train']}; test {config['data']['test'] or '-'}"))
-        part = {"head": "first", "tail": "last", "head_tail": "first quarter and last"}[text["truncate"]]
-        kept = f"the {part} {text['max_length']} tokens"
-        grid.add_row("text", f"{text['tokenizer']} tokenizer, keeps {kept}, min_freq {text['min_freq']}")
-        grid.add_row(
-            "model",
-            f"{details['model']}, embedding {config['model']['embedding_dim']}; "
-            f"{details['parameters']:,} parameters ({details['embedding_parameters']:,} in the embedding)",
-        )
-        grid.add_row(
-            "training",
-            f"{train_settings['epochs']} epochs, batch {train_settings['batch_size']}, "
-            f"{train_settings['optimizer']} lr {train_settings['lr']} ({train_settings['schedule']}), "
-            f"seed {train_settings['seed']}",
-        )
-        vocabulary = f"{details['vocab_size']:,} tokens"
-        cover = details["coverage"]
-        if cover:
-            vocabulary += (
-                f"; covers {cover['token_coverage']:.1%} of the {cover['tokens']:,} tokens "
-                f"({cover['word_coverage']:.1%} of {cover['distinct_words']:,} distinct words) "
-                f"of {cover['data']}"
-            )
-        grid.add_row("vocabulary", Text(vocabulary))
-        labels = details["labels"]
-        grid.add_row("labels", Text(f"{len(labels)}: {', '.join(labels)}"))
-        metrics = details["metrics"]
-        scores = [
-            f"{split} accuracy {_number(metrics[split].get('accuracy'))} macro-F1 "
-            f"{_number(metrics[split].get('macro_f1'))}"
-            for split in ("valid", "test")
-            if split in metrics
-        ]
-        if metrics.get("best_epoch") is not None:
-            scores.append(f"best epoch {metrics['best_epoch']}")
-        if metrics.get("train_seconds") is not None:
-            scores.append(f"trained in {duration(metrics['train_seconds'])}")
-        grid.add_row("metrics", "; ".join(scores) or "-")
-        for name, entry in metrics.get("components", {}).items():
-            # Each add-on part beside the whole: what the recurrent model alone does, always visible.
-            parts = [f"{split} accuracy {_number(entry[split].get('accuracy'))}" for split in entry]
-            grid.add_row(f"  {name}", "; ".join(parts))
-        if "blend" in metrics:
-            grid.add_row("  blend", f"linear share {metrics['blend']['share']:.1f}, chosen on validation")
-        baseline = metrics.get("baseline")
-        if baseline and "valid" in baseline:
-            accuracy = _number(baseline["valid"].get("accuracy"))
-            grid.add_row("baseline", f"{baseline['model']} (not saved): valid accuracy {accuracy}")
-        stdout.print(grid)
+            render.json_line(details)
+        else:
+            render.info_grid(details)
 
 
 class ExportFormat(str, Enum):
@@ -520,21 +241,7 @@ def export(
         from rnnclf.rundir import resolve_checkpoint
 
         result = export_model(resolve_checkpoint(model), format_.value, out)
-        size = result.model.stat().st_size
-        shown = f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
-        stdout.print(
-            f"wrote {result.model} ({result.format}, {shown}) and {result.metadata} "
-            "(tokenizer settings, vocabulary, labels)",
-            markup=False,
-        )
-        if result.max_difference is not None:
-            stdout.print(
-                f"checked: probabilities within {result.max_difference:.1e} of the checkpoint's on documents "
-                f"of {', '.join(map(str, PROBE_LENGTHS))} tokens in one padded batch",
-                markup=False,
-            )
-        for note in result.notes:
-            _note(note)
+        render.export_summary(result, PROBE_LENGTHS)
 
 
 @app.command("init-config")

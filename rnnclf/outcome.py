@@ -18,6 +18,7 @@ from torch import nn
 from rnnclf import checkpoint, rundir
 from rnnclf.addons import Blend, Ensemble, members_of, recurrent_part
 from rnnclf.addons.linear import blend
+from rnnclf.baseline import advice
 from rnnclf.distributed import Processes
 from rnnclf.prepare import Prepared
 from rnnclf.scoring import evaluate, logits_for, report
@@ -120,8 +121,9 @@ def finish(
     return metrics
 
 
-def summary_lines(metrics: dict[str, Any], cell: str) -> list[str]:
-    """What the end of `rnnclf train` prints: each part's scores, then the saved model's."""
+def summary_lines(metrics: dict[str, Any], cell: str, model_path: Path) -> list[str]:
+    """What the end of `rnnclf train` prints: each part's scores, the baseline's (with advice when it
+    beats the recurrent model), then the saved model's."""
 
     def scores(entry: dict[str, Any]) -> str:
         shown = f"valid accuracy {entry['valid']['accuracy']:.4f}"
@@ -148,4 +150,11 @@ def summary_lines(metrics: dict[str, Any], cell: str) -> list[str]:
         lines.append(f"linear baseline ({baseline['model']}; not saved): valid accuracy {accuracy:.4f}")
     elif baseline:
         lines.append(f"linear baseline skipped: {baseline['skipped']}")
+    if (line := advice(recurrent["valid"], baseline)) is not None:
+        lines.append(line)
+    final = f"best epoch {metrics['best_epoch']}: valid accuracy {metrics['valid']['accuracy']:.4f}"
+    if "test" in metrics:
+        test = metrics["test"]
+        final += f", test accuracy {test['accuracy']:.4f} macro-F1 {test['macro_f1']:.4f}"
+    lines.append(f"{final} ({metrics['train_seconds']:.0f}s); model: {model_path}")
     return lines

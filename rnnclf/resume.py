@@ -64,8 +64,20 @@ class Progress:
     def words_per_s(self) -> float:
         return self.partial["words"] / max(self.partial["seconds"], 1e-9)
 
-    def end_epoch(self, row: dict[str, Any], monitor: str) -> bool:
-        """Record a finished epoch's row; True when it improved the monitored metric."""
+    def end_epoch(self, valid: dict[str, Any], lr: float, padding: float, monitor: str) -> dict[str, Any]:
+        """Close the running epoch with its validation scores; returns its metrics.jsonl row, whose
+        "best" says whether it improved the monitored metric."""
+        row = {
+            "epoch": self.epoch + 1,
+            "train_loss": self.loss,
+            "valid_loss": valid["loss"],
+            "valid_accuracy": valid["accuracy"],
+            "valid_macro_f1": valid["macro_f1"],
+            "words_per_s": self.words_per_s,
+            "seconds": self.partial["seconds"],
+            "lr": lr,
+            "padding": padding,
+        }
         value = row[monitor]
         improved = self.best is None or (value < self.best if monitor == "valid_loss" else value > self.best)
         if improved:
@@ -73,7 +85,7 @@ class Progress:
         row["best"] = improved
         self.history.append(row)
         self.epoch, self.step, self.partial = self.epoch + 1, 0, _fresh_partial()
-        return improved
+        return row
 
     def patience_over(self, patience: int | None) -> bool:
         """True when the last `patience` epochs brought no improvement of the monitored metric."""

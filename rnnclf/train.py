@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from rnnclf import checkpoint, rundir
 from rnnclf.addons import Blend, PerMember, build_model, members_of, parameter_count, recurrent_part
 from rnnclf.addons.linear_fit import MIN_DOCUMENTS, fit
 from rnnclf.averaging import Average
-from rnnclf.baseline import advice, linear_baseline
+from rnnclf.baseline import linear_baseline
 from rnnclf.batching import padding_fraction, training_batches
 from rnnclf.config import Config, dump
 from rnnclf.distributed import Processes, check_same_data, data_parallel, my_part, prepare_once
@@ -96,7 +97,43 @@ def train(
         return _train(config, folder, reporter, resume, stop, processes)
 
 
-def _set_up(config: Config, prepared: Prepared, processes: Processes, reporter: Reporter, resume: bool):
+def _data(config: Config, processes: Processes, reporter: Reporter) -> Prepared:
+    """The prepared data (cached preprocessing), the same in every process (checked)."""
+    started = time.perf_counter()
+    prepared = prepare_once(config, processes)
+    reporter.message(
+        f"data: {len(prepared.train)} train / {len(prepared.valid)} valid"
+        + (f" / {len(prepared.test)} test" if prepared.test is not None else "")
+        + f" documents, {len(prepared.labels)} labels, vocabulary {len(prepared.vocab)}"
+        + f" ({'cached' if prepared.cached else 'built'} in {time.perf_counter() - started:.1f}s)"
+    )
+    if processes.size > 1:
+        digest = check_same_data(prepared, processes)
+        batch = config.train.batch_size
+        reporter.message(
+            f"data parallel: {processes.size} processes ({processes.backend}), global batch "
+            f"{batch} (~{batch / processes.size:.0f} documents per process); "
+            f"prepared data identical in every process (sha256 {digest[:12]})"
+        )
+    return prepared
+
+
+def _baseline(config: Config, prepared: Prepared, processes: Processes, reporter: Reporter) -> dict | None:
+    """The linear baseline's scores (train.baseline), fitted by one process; None when off."""
+    if not config.train.baseline:
+        return None
+    baseline = processes.from_primary(lambda: linear_baseline(prepared))
+    if "valid" in baseline:
+        reporter.message(
+            f"linear baseline ({baseline['model']}; reported, not saved): valid accuracy "
+            f"{baseline['valid']['accuracy']:.4f} ({baseline['seconds']:.1f}s)"
+        )
+    return baseline
+
+
+def _set_up(
+    config: Config, prepared: Prepared, processes: Processes, reporter: Reporter, resume: bool
+) -> nn.Module:
     """The model with its add-ons (a linear model fitted now, unless last.pt will bring it)."""
     model = build_model(len(prepared.vocab), len(prepared.labels), config)
     members = members_of(model)
@@ -125,51 +162,22 @@ def _set_up(config: Config, prepared: Prepared, processes: Processes, reporter: 
     return model
 
 
-def _train(
-    config: Config, run_dir: Path, reporter: Reporter, resume: bool, stop: StopFlag, processes: Processes
-) -> dict[str, Any]:
-    # --- set-up: data, model, optimizer, and where a resumed run left off
-    settings, device = config.train, processes.device
-    check_precision(settings.precision, device)
-    seed_everything(settings.seed)
-    started = time.perf_counter()
-    prepared = prepare_once(config, processes)
-    reporter.message(
-        f"data: {len(prepared.train)} train / {len(prepared.valid)} valid"
-        + (f" / {len(prepared.test)} test" if prepared.test is not None else "")
-        + f" documents, {len(prepared.labels)} labels, vocabulary {len(prepared.vocab)}"
-        + f" ({'cached' if prepared.cached else 'built'} in {time.perf_counter() - started:.1f}s)"
-    )
-    if processes.size > 1:
-        digest = check_same_data(prepared, processes)
-        reporter.message(
-            f"data parallel: {processes.size} processes ({processes.backend}), global batch "
-            f"{settings.batch_size} (~{settings.batch_size / processes.size:.0f} documents per process); "
-            f"prepared data identical in every process (sha256 {digest[:12]})"
-        )
-    baseline = None
-    if settings.baseline:
-        baseline = processes.from_primary(lambda: linear_baseline(prepared))
-        if "valid" in baseline:
-            reporter.message(
-                f"linear baseline ({baseline['model']}; reported, not saved): valid accuracy "
-                f"{baseline['valid']['accuracy']:.4f} ({baseline['seconds']:.1f}s)"
-            )
-    model = _set_up(config, prepared, processes, reporter, resume)
-    if processes.rank > 0:  # the same initial weights everywhere, but each process its own dropout
-        seed_everything(settings.seed + processes.rank)
+def _state(
+    config: Config, prepared: Prepared, model: nn.Module, processes: Processes, run_dir: Path, resume: bool
+) -> TrainingState:
+    """Optimizer, schedule, scaler and weight average around the model; with resume, as last.pt left them."""
+    settings = config.train
     # Not fused under torch.distributed: there the torchrun resume test aborted a process ("terminate
     # called without an active exception") in 2 of 17 runs with fused steps, 0 of 16 without.
     optimizer = make_optimizer(model, config, fused=processes.size == 1)
-    lengths = prepared.train.lengths
-    steps_per_epoch = len(training_batches(lengths, settings.batch_size, torch.Generator().manual_seed(0)))
+    first = training_batches(prepared.train.lengths, settings.batch_size, torch.Generator().manual_seed(0))
     state = TrainingState(
         config,
         prepared,
         model,
         optimizer,
-        make_schedule(optimizer, config, steps_per_epoch * settings.epochs),
-        torch.amp.GradScaler(device.type, enabled=settings.precision == "fp16"),
+        make_schedule(optimizer, config, len(first) * settings.epochs),
+        torch.amp.GradScaler(processes.device.type, enabled=settings.precision == "fp16"),
         processes,
         Average(model, settings.ema) if settings.ema is not None else None,
     )
@@ -177,16 +185,33 @@ def _train(
         source, saved = processes.from_primary(lambda: load_last(run_dir))  # rank 0 reads, all get it
         check_resumable(saved, config, prepared, source)
         state.restore(saved)
+    return state
+
+
+def _train(
+    config: Config, run_dir: Path, reporter: Reporter, resume: bool, stop: StopFlag, processes: Processes
+) -> dict[str, Any]:
+    # --- set-up: data, baseline, model, optimizer, and where a resumed run left off
+    settings, device, started = config.train, processes.device, time.perf_counter()
+    check_precision(settings.precision, device)
+    seed_everything(settings.seed)
+    prepared = _data(config, processes, reporter)
+    baseline = _baseline(config, prepared, processes, reporter)
+    model = _set_up(config, prepared, processes, reporter, resume)
+    if processes.rank > 0:  # the same initial weights everywhere, but each process its own dropout
+        seed_everything(settings.seed + processes.rank)
+    state = _state(config, prepared, model, processes, run_dir, resume)
+    progress, lengths, labels = state.progress, prepared.train.lengths, prepared.labels
+    if resume:
         reporter.message(
-            f"resuming {source} at epoch {state.progress.epoch + 1}, batch {state.progress.step}"
+            f"resuming {run_dir / rundir.LAST} at epoch {progress.epoch + 1}, batch {progress.step}"
         )
     if processes.primary:
         rundir.write_config(run_dir, dump(config))
     weights = class_weights(config, prepared)
     loss_weights = weights.to(device) if weights is not None else None
     net = processes.wrap(PerMember(model))  # what steps run: each member's logits (B, K, C)
-    members, recurrent, progress = members_of(model), recurrent_part(model), state.progress
-    labels = prepared.labels
+    members, recurrent = members_of(model), recurrent_part(model)
 
     # --- the loop: epochs of steps, each epoch validated and saved
     while progress.epoch < settings.epochs and not progress.patience_over(settings.patience):
@@ -198,7 +223,7 @@ def _train(
         for indices in batches[progress.step :]:
             batch, loss_scale = my_part(prepared.train, indices, processes, weights)
             loss = train_step(
-                net, members, batch, optimizer, state.schedule, state.scaler, settings, device,
+                net, members, batch, state.optimizer, state.schedule, state.scaler, settings, device,
                 loss_weights, loss_scale, processes.size,
             )  # fmt: skip
             # The global batch's loss, and a stop signal if any process got one: all stop together.
@@ -220,23 +245,13 @@ def _train(
         valid = evaluate(recurrent, prepared.valid, labels, device, settings.precision, weights, processes)
         if raw is not None:
             model.load_state_dict(raw)
-        row = {
-            "epoch": progress.epoch + 1,
-            "train_loss": progress.loss,
-            "valid_loss": valid["loss"],
-            "valid_accuracy": valid["accuracy"],
-            "valid_macro_f1": valid["macro_f1"],
-            "words_per_s": progress.words_per_s,
-            "seconds": progress.partial["seconds"],
-            "lr": state.schedule.get_last_lr()[0],
-            "padding": padding_fraction(lengths, batches),
-        }
-        improved = progress.end_epoch(row, settings.monitor)
+        lr, padding = state.schedule.get_last_lr()[0], padding_fraction(lengths, batches)
+        row = progress.end_epoch(valid, lr, padding, settings.monitor)
         snapshot = state.snapshot()
         if processes.primary:
             rundir.write_history(run_dir, progress.history)
             checkpoint.save(snapshot, run_dir / rundir.LAST)  # last.pt first: see resume.load_last
-            if improved:
+            if row["best"]:
                 checkpoint.save(checkpoint.model_only(snapshot), run_dir / rundir.BEST)
         reporter.epoch_end(row)
         _, signal = processes.agree(0.0, stop.signal)
@@ -252,15 +267,6 @@ def _train(
         metrics["baseline"] = baseline
     if processes.primary:
         rundir.write_metrics(run_dir, metrics)
-    for line in summary_lines(metrics, config.model.cell):
+    for line in summary_lines(metrics, config.model.cell, run_dir / rundir.BEST):
         reporter.summary(line)
-    recurrent_valid = metrics.get("components", {}).get("recurrent", metrics)["valid"]
-    if (line := advice(recurrent_valid, baseline)) is not None:
-        reporter.summary(line)
-    final = f"best epoch {metrics['best_epoch']}: valid accuracy {metrics['valid']['accuracy']:.4f}"
-    if "test" in metrics:
-        final += (
-            f", test accuracy {metrics['test']['accuracy']:.4f} macro-F1 {metrics['test']['macro_f1']:.4f}"
-        )
-    reporter.summary(f"{final} ({metrics['train_seconds']:.0f}s); model: {run_dir / rundir.BEST}")
     return metrics

@@ -1,0 +1,236 @@
+"""What the commands show: the one place the CLI prints (tables, JSON, prediction lines, notes, errors).
+
+Each function takes what a library call returned (plain dicts, result objects) and writes it to stdout
+or stderr; the CLI parses, calls the library, and hands the result here. Training progress is the
+Reporter's job (report.py); explain.py colours an explanation's tokens. No torch here: the modules a
+table needs are imported when it is drawn, so `rnnclf --help` stays quick.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table
+from rich.text import Text
+
+stdout = Console(highlight=False, soft_wrap=True)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+MONITOR_NAMES = {"valid_accuracy": "accuracy", "valid_macro_f1": "macro-F1", "valid_loss": "loss"}
+
+
+class _WarningHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        stderr.print(f"warning: {record.getMessage()}", markup=False)
+
+
+def route_warnings() -> None:
+    """The library's logged warnings become 'warning: ...' lines on stderr (installed once)."""
+    logger = logging.getLogger("rnnclf")
+    if not any(isinstance(h, _WarningHandler) for h in logger.handlers):
+        logger.addHandler(_WarningHandler(level=logging.WARNING))
+    logger.propagate = False
+
+
+def error(err: Exception) -> None:
+    """A known problem as one 'error: ...' line on stderr."""
+    message = " ".join(str(err).split())  # always one line
+    stderr.print(f"error: {message}", markup=False)
+
+
+def note(text: str) -> None:
+    """One line on stderr about something optional that did not happen (the command still succeeds)."""
+    stderr.print(f"note: {' '.join(text.split())}", markup=False)
+
+
+def message(text: str, *, to_stderr: bool = False) -> None:
+    """One plain line (never rich markup) on stdout, or on stderr."""
+    (stderr if to_stderr else stdout).print(text, markup=False)
+
+
+def json_line(value: Any) -> None:
+    """One JSON value on one line of stdout."""
+    # Plain write, not rich: rich would turn ':name:' in a label into an emoji.
+    sys.stdout.write(json.dumps(value, ensure_ascii=False) + "\n")
+
+
+def _number(value: Any, digits: int = 4) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "-"
+
+
+def print_wide(table: Table) -> None:
+    """Print a table without cutting any cell to '…'. To a file or pipe: at its natural width, even
+    past 80 columns. On a terminal: long labels wrap inside their cells; wider only if it cannot fit."""
+    measured = Measurement.get(stdout, stdout.options.update(max_width=10_000), table)
+    needed = measured.minimum if stdout.is_terminal else measured.maximum
+    # Console.print(width=) cannot exceed the console's width, so a wider table gets its own console.
+    console = stdout if needed <= stdout.width else Console(highlight=False, width=needed, file=sys.stdout)
+    console.print(table)
+
+
+def report_tables(report: dict[str, Any]) -> None:
+    """`rnnclf eval`: the scores line, the per-class table and the confusion matrix."""
+    stdout.print(
+        f"documents {report['n']}   accuracy {report['accuracy']:.4f}   macro-F1 {report['macro_f1']:.4f}"
+    )
+    per_class = Table(title="per class")
+    per_class.add_column("label", overflow="fold")
+    for column in ("precision", "recall", "f1", "support"):
+        per_class.add_column(column, justify="right")
+    for label, scores in report["per_class"].items():
+        per_class.add_row(
+            Text(label),  # Text: a label is data, never rich markup ('[/b]' would raise, ':x:' an emoji)
+            f"{scores['precision']:.3f}",
+            f"{scores['recall']:.3f}",
+            f"{scores['f1']:.3f}",
+            str(scores["support"]),
+        )
+    print_wide(per_class)
+    # Columns are numbered (label names would not fit side by side); the rows give each number's label.
+    confusion = Table(title="confusion matrix (rows: true label, columns: predicted, by number)")
+    confusion.add_column("true label", overflow="fold")
+    for number in range(1, len(report["labels"]) + 1):
+        confusion.add_column(str(number), justify="right")
+    for number, (label, row) in enumerate(zip(report["labels"], report["confusion_matrix"], strict=True), 1):
+        confusion.add_row(Text(f"{number} {label}"), *map(str, row))
+    print_wide(confusion)
+
+
+def prediction(result: Any, explanation: Any, top_k: int | None, as_json: bool) -> None:
+    """`rnnclf predict`, one document: a JSON object, or 'label<TAB>p' pairs (and the explanation)."""
+    out = sys.stdout
+    if as_json:
+        record = result.to_dict()
+        if explanation is not None:
+            record["explanation"] = explanation.to_dict()
+        out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        return
+    shown = list(result.probabilities.items())[: top_k or 1]
+    out.write("\t".join(f"{label}\t{p:.4f}" for label, p in shown) + "\n")
+    if explanation is not None:
+        from rnnclf.explain import highlighted, summary
+
+        out.write(f"  why {explanation.label}: {summary(explanation)}\n")
+        out.flush()  # rich writes the next line through the same stream
+        stdout.print(Text("  ") + highlighted(explanation))
+
+
+def runs_table(rows: list[dict[str, Any]], folder: Path) -> None:
+    """`rnnclf runs`: one row per run (from runinfo.list_runs), or a note when there is none."""
+    from rnnclf.runinfo import data_summary, duration
+
+    if not rows:
+        note(f"no runs under {folder}/ (train one with 'rnnclf train CONFIG')")
+        return
+    table = Table(title=f"runs under {folder}/", caption="* the latest run: the default --model")
+    for column in ("run", "date", "status", "data", "model"):
+        table.add_column(column, overflow="fold")
+    for column in ("epochs", "best valid", "test acc.", "time"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        planned = row["epochs_planned"]
+        best = row["best_valid"]
+        best_text = "-"
+        if best is not None:
+            monitor = MONITOR_NAMES.get(row["monitor"], row["monitor"])
+            best_text = f"{monitor} {best:.4f} (ep. {row['best_epoch']})"
+        table.add_row(
+            Text(row["name"] + (" *" if row["latest"] else ""), style="bold" if row["latest"] else ""),
+            row["date"] or "-",
+            row["status"],
+            Text(data_summary(row["data"])),
+            row["model"],
+            f"{row['epochs']}/{planned}" if planned else str(row["epochs"]),
+            best_text,
+            _number(row["test_accuracy"]),
+            duration(row["train_seconds"]),
+        )
+    print_wide(table)
+
+
+def info_grid(details: dict[str, Any]) -> None:
+    """`rnnclf info`: one checkpoint's details (from runinfo.checkpoint_info), one topic a row."""
+    from rnnclf.runinfo import duration
+
+    config = details["config"]
+    text, train_settings = config["text"], config["train"]
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column(overflow="fold")
+    version = f"format {details['format_version']}, written by rnnclf {details['rnnclf_version'] or '?'}"
+    grid.add_row("checkpoint", Text(f"{details['checkpoint']} ({version}, epoch {details['epoch']})"))
+    grid.add_row("data", Text(f"train {config['data']['train']}; test {config['data']['test'] or '-'}"))
+    part = {"head": "first", "tail": "last", "head_tail": "first quarter and last"}[text["truncate"]]
+    kept = f"the {part} {text['max_length']} tokens"
+    grid.add_row("text", f"{text['tokenizer']} tokenizer, keeps {kept}, min_freq {text['min_freq']}")
+    grid.add_row(
+        "model",
+        f"{details['model']}, embedding {config['model']['embedding_dim']}; "
+        f"{details['parameters']:,} parameters ({details['embedding_parameters']:,} in the embedding)",
+    )
+    grid.add_row(
+        "training",
+        f"{train_settings['epochs']} epochs, batch {train_settings['batch_size']}, "
+        f"{train_settings['optimizer']} lr {train_settings['lr']} ({train_settings['schedule']}), "
+        f"seed {train_settings['seed']}",
+    )
+    vocabulary = f"{details['vocab_size']:,} tokens"
+    cover = details["coverage"]
+    if cover:
+        vocabulary += (
+            f"; covers {cover['token_coverage']:.1%} of the {cover['tokens']:,} tokens "
+            f"({cover['word_coverage']:.1%} of {cover['distinct_words']:,} distinct words) "
+            f"of {cover['data']}"
+        )
+    grid.add_row("vocabulary", Text(vocabulary))
+    labels = details["labels"]
+    grid.add_row("labels", Text(f"{len(labels)}: {', '.join(labels)}"))
+    metrics = details["metrics"]
+    scores = [
+        f"{split} accuracy {_number(metrics[split].get('accuracy'))} macro-F1 "
+        f"{_number(metrics[split].get('macro_f1'))}"
+        for split in ("valid", "test")
+        if split in metrics
+    ]
+    if metrics.get("best_epoch") is not None:
+        scores.append(f"best epoch {metrics['best_epoch']}")
+    if metrics.get("train_seconds") is not None:
+        scores.append(f"trained in {duration(metrics['train_seconds'])}")
+    grid.add_row("metrics", "; ".join(scores) or "-")
+    for name, entry in metrics.get("components", {}).items():
+        # Each add-on part beside the whole: what the recurrent model alone does, always visible.
+        parts = [f"{split} accuracy {_number(entry[split].get('accuracy'))}" for split in entry]
+        grid.add_row(f"  {name}", "; ".join(parts))
+    if "blend" in metrics:
+        grid.add_row("  blend", f"linear share {metrics['blend']['share']:.1f}, chosen on validation")
+    baseline = metrics.get("baseline")
+    if baseline and "valid" in baseline:
+        accuracy = _number(baseline["valid"].get("accuracy"))
+        grid.add_row("baseline", f"{baseline['model']} (not saved): valid accuracy {accuracy}")
+    stdout.print(grid)
+
+
+def export_summary(result: Any, probe_lengths: Iterable[int]) -> None:
+    """`rnnclf export`: the files written, the check against the checkpoint, and the export's notes."""
+    size = result.model.stat().st_size
+    shown = f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
+    stdout.print(
+        f"wrote {result.model} ({result.format}, {shown}) and {result.metadata} "
+        "(tokenizer settings, vocabulary, labels)",
+        markup=False,
+    )
+    if result.max_difference is not None:
+        stdout.print(
+            f"checked: probabilities within {result.max_difference:.1e} of the checkpoint's on documents "
+            f"of {', '.join(map(str, probe_lengths))} tokens in one padded batch",
+            markup=False,
+        )
+    for text in result.notes:
+        note(text)
