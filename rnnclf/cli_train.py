@@ -59,7 +59,7 @@ def run(config: Path, overrides: list[str], run_dir: Path | None, resume: bool, 
     if stop.signal is not None:  # arrived while the final scores were written: they are; stop now
         if primary:
             render.message(
-                f"stopped after training; {folder / 'metrics.json'} written, no plots", to_stderr=True
+                f"stopped after training; {folder / rundir.METRICS} written, no plots", to_stderr=True
             )
         raise typer.Exit(128 + stop.signal)
     if primary:

@@ -41,6 +41,17 @@ def truncator(text_config: TextConfig) -> Callable[[list[str]], list[str]]:
     return lambda tokens: tokens[:limit]
 
 
+def tokens_of(text: str, text_config: TextConfig) -> list[str]:
+    """One document's tokens as the model reads them: tokenized, then truncated to text.max_length."""
+    return truncator(text_config)(get_tokenizer(text_config.tokenizer)(text))
+
+
+def ids_of(tokens: list[str], vocab: Vocab) -> list[int]:
+    """Token ids, <unk> for words the vocabulary lacks (an empty list stays empty: see encode_part)."""
+    stoi, unknown = vocab.get_stoi(), vocab.get_stoi()[UNK]
+    return [stoi.get(token, unknown) for token in tokens]
+
+
 @dataclass
 class Part:
     """Documents tokenized to ids of their own little vocabulary (`itos`): per-token work stays in C

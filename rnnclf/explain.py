@@ -23,10 +23,9 @@ import torch
 from rich.text import Text
 
 from rnnclf.batching import Encoded
-from rnnclf.encoding import UNK, truncator
+from rnnclf.encoding import UNK, ids_of, tokens_of
 from rnnclf.predict import Predictor
 from rnnclf.scoring import logits_for
-from rnnclf.text import get_tokenizer
 
 METHOD = "occlusion"
 MAX_TOKENS = 200  # tokens scored per document (the first ones)
@@ -80,14 +79,13 @@ def _probabilities(predictor: Predictor, documents: list[list[int]]) -> torch.Te
 
 def explain_one(predictor: Predictor, text: str, max_tokens: int = MAX_TOKENS) -> Explanation:
     """Occlusion scores of the first `max_tokens` tokens of one document, for its predicted label."""
-    text_config = predictor.config.text
-    tokens = truncator(text_config)(get_tokenizer(text_config.tokenizer)(text))
+    tokens = tokens_of(text, predictor.config.text)
+    ids = ids_of(tokens, predictor.vocab)
+    unknown = predictor.vocab[UNK]
     stoi = predictor.vocab.get_stoi()
-    unknown = stoi[UNK]
-    ids = [stoi.get(token, unknown) for token in tokens]
     scored = min(len(ids), max_tokens)
     # The document itself first, then one variant per scored token with that token deleted. An empty
-    # document is one <unk>, as in training and prediction (prepare._encode).
+    # document is one <unk>, as in training and prediction (encoding.encode_part).
     variants = [ids or [unknown]] + [(ids[:i] + ids[i + 1 :]) or [unknown] for i in range(scored)]
     probabilities = _probabilities(predictor, variants)  # (1 + scored, C)
     label = int(probabilities[0].argmax())  # first of equal maxima, as Predictor.predict's stable sort

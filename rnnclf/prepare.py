@@ -61,12 +61,12 @@ def _load(path: str, config: Config) -> tuple[list[str], tuple[list[str], array,
 
 def _load_all(paths: list[str], config: Config) -> list[tuple[list[str], Part]]:
     """Read and tokenize every file, one forked process per file when the files are large (train and
-    test of IMDB: two cores, half the time). The workers make no torch calls (see _tokenize_plain)."""
+    test of IMDB: two cores, half the time). The workers make no torch calls (see encoding.tokenize_plain)."""
     size = sum(_size(Path(path)) for path in paths)
     if len(paths) < 2 or size < PARALLEL_MIN_BYTES or "fork" not in multiprocessing.get_all_start_methods():
         results = [_load(path, config) for path in paths]
     else:
-        with multiprocessing.get_context("fork").Pool(min(len(paths), os.cpucount_tokens() or 1)) as pool:
+        with multiprocessing.get_context("fork").Pool(min(len(paths), os.cpu_count() or 1)) as pool:
             results = pool.starmap(_load, [(path, config) for path in paths])
     return [(labels, to_part(*plain)) for labels, plain in results]
 

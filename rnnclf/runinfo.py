@@ -135,14 +135,12 @@ def coverage(path: str, config: Any, vocabulary: Any) -> dict[str, Any]:
     """Share of a data file's tokens (as the model sees them: tokenized, truncated) that are in the
     vocabulary; the rest become <unk>. Also the share of distinct words."""
     from rnnclf.data import read_examples
-    from rnnclf.encoding import truncator
-    from rnnclf.text import get_tokenizer
+    from rnnclf.encoding import tokens_of
 
     examples = read_examples(path, config.data.format, config.data.text_column, config.data.label_column)
-    tokenize, cut = get_tokenizer(config.text.tokenizer), truncator(config.text)
     counts: Counter[str] = Counter()
     for text in examples.texts:
-        counts.update(cut(tokenize(text)))
+        counts.update(tokens_of(text, config.text))
     total = sum(counts.values())
     known = sum(count for token, count in counts.items() if token in vocabulary)
     distinct_known = sum(1 for token in counts if token in vocabulary)

@@ -14,10 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from rnnclf import rundir
 from rnnclf.errors import MissingExtra
 from rnnclf.report import Reporter
 
-FOLDER = "tensorboard"
 # metrics.jsonl key -> TensorBoard tag (grouped: loss/ and valid/ share a chart section each).
 TAGS = {
     "train_loss": "loss/train",
@@ -44,7 +44,7 @@ class TensorBoardReporter(Reporter):
         require_tensorboard()
         super().__init__(quiet=inner.quiet, console=inner.console)
         self.inner = inner
-        self.log_dir = Path(run_dir) / FOLDER
+        self.log_dir = Path(run_dir) / rundir.TENSORBOARD
         self._writer: Any = None
 
     def _write(self, row: dict[str, Any]) -> None:
@@ -91,7 +91,7 @@ def write_final(run_dir: str | Path, metrics: dict[str, Any]) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
     step = metrics.get("epochs_run", 0)
-    with SummaryWriter(str(Path(run_dir) / FOLDER)) as writer:
+    with SummaryWriter(str(Path(run_dir) / rundir.TENSORBOARD)) as writer:
         for split in ("valid", "test"):
             for name in ("accuracy", "macro_f1", "loss"):
                 value = (metrics.get(split) or {}).get(name)
