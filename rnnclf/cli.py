@@ -244,6 +244,57 @@ def export(
         render.export_summary(result, PROBE_LENGTHS)
 
 
+data_app = typer.Typer(
+    no_args_is_help=True,
+    help="Corpora and word vectors by name: list them, or fetch one (verified, unpacked, with a config).\n\n"
+    "Example: rnnclf data fetch imdb",
+)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("list")
+def data_list(json_: Annotated[bool, typer.Option("--json", help="Print one JSON list.")] = False) -> None:
+    """Show the corpora and word vectors rnnclf can fetch by name: size, classes, licence, source.
+
+    Example: rnnclf data list
+    """
+    with _user_errors():
+        from rnnclf.fetch import catalog
+
+        rows = catalog()
+        if json_:
+            render.json_line(rows)
+        else:
+            render.data_catalog(rows)
+
+
+@data_app.command("fetch")
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="A corpus or vectors name from 'rnnclf data list'.")],
+    folder: Annotated[
+        Path | None,
+        typer.Option("--dir", help="Folder to write into. Default: $RNNCLF_DATA, else ~/.cache/rnnclf."),
+    ] = None,
+) -> None:
+    """Download a corpus or word vectors from the official source, check its SHA-256 and unpack it.
+
+    A corpus becomes train.csv.gz and test.csv.gz (columns text,label) and a config.yaml that trains on
+    them. Fetching again is a no-op; an interrupted download resumes.
+
+    Example: rnnclf data fetch imdb && rnnclf train ~/.cache/rnnclf/corpora/imdb/config.yaml
+    """
+    with _user_errors():
+        from rnnclf.fetch import fetch
+        from rnnclf.report import Transfer
+
+        try:
+            result = fetch(name, folder, Transfer())
+        except KeyboardInterrupt:
+            render.message("interrupted; run the same command again to resume the download", to_stderr=True)
+            raise typer.Exit(128 + signal.SIGINT) from None
+        render.fetched(result)
+
+
 @app.command("init-config")
 def init_config() -> None:
     """Print a complete, commented default config.

@@ -23,15 +23,18 @@ def run(config: Path, overrides: list[str], run_dir: Path | None, resume: bool, 
     """Train from CONFIG (+ --set overrides) into a new run folder, or continue one (resume)."""
     from rnnclf import config as config_module
     from rnnclf import rundir
-    from rnnclf.report import make_reporter
+    from rnnclf.report import Transfer, make_reporter
     from rnnclf.runtime import prepare_cpu
 
     prepare_cpu()  # before any tensor work starts torch's threads
+    from rnnclf.fetch import resolve_names
     from rnnclf.train import Interrupted, StopFlag
     from rnnclf.train import train as run_training
 
     settings = config_module.load(config, overrides)
     primary = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 writes and reports
+    # Bare corpus or vectors names (data.train: imdb) are fetched now, before the config is shown.
+    resolve_names(settings, Transfer() if primary and not quiet else None)
     if run_dir is not None:
         settings.output.run_dir = str(run_dir)
     if resume:

@@ -234,3 +234,57 @@ def export_summary(result: Any, probe_lengths: Iterable[int]) -> None:
         )
     for text in result.notes:
         note(text)
+
+
+def _size(count: int) -> str:
+    """Bytes as a short size: '84 MB', '1.8 GB'; '-' when unknown."""
+    if not count:
+        return "-"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}" if count < 10 * scale else f"{count / scale:.0f} {unit}"
+    return f"{count} B"
+
+
+def data_catalog(rows: list[dict[str, Any]]) -> None:
+    """`rnnclf data list`: the corpora, then the word vectors, that `rnnclf data fetch NAME` knows."""
+    corpora = Table(title="corpora (rnnclf data fetch NAME, or data.train: NAME in a config)")
+    vectors = Table(title="word vectors (model.pretrained_vectors: NAME)")
+    for table, columns in (
+        (corpora, ("name", "download", "documents", "classes", "licence", "source")),
+        (vectors, ("name", "download", "dimension", "words", "licence", "source")),
+    ):
+        for column in columns:
+            table.add_column(
+                column, overflow="fold", justify="right" if column in ("download", "words") else "left"
+            )
+    for row in rows:
+        name = Text(row["name"] + (" *" if row["fetched"] else ""))
+        source = Text(f"{row['title']}" + (f"; {row['note']}" if row["note"] else "") + f"\n{row['source']}")
+        if row["kind"] == "corpus":
+            documents = " / ".join(f"{count:,} {split}" for split, count in row["documents"].items())
+            classes = f"{row['classes']}: {', '.join(row['labels'][:4])}" + (
+                ", ..." if row["classes"] > 4 else ""
+            )
+            corpora.add_row(name, _size(row["size"]), documents, Text(classes), Text(row["licence"]), source)
+        else:
+            size = ("~" + _size(row["size"])) if row["size"] else "-"
+            vectors.add_row(
+                name, size, str(row["dimension"]), f"{row['words']:,}", Text(row["licence"]), source
+            )
+    print_wide(corpora)
+    print_wide(vectors)
+    stdout.print("* fetched already. Checksums: SHA-256, pinned from the published loaders (see --json).")
+
+
+def fetched(result: Any) -> None:
+    """`rnnclf data fetch`: where the corpus or vectors are, and how to train on them."""
+    if not result.fetched:
+        stdout.print(f"{result.name}: already in {result.path}; nothing to do", markup=False)
+        return
+    stdout.print(f"{result.name}: {result.path}", markup=False)
+    if result.documents:
+        counts = ", ".join(
+            f"{split}.csv.gz {count:,} documents" for split, count in sorted(result.documents.items())
+        )
+        stdout.print(f"  {counts}\n  train with: rnnclf train {result.config}", markup=False)

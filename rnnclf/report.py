@@ -1,7 +1,8 @@
 """The one way the library talks to the user while it works: a Reporter.
 
 RichReporter draws a progress bar per epoch (loss, words/s, ETA) on a terminal; PlainReporter writes
-log lines (for files, CI and pipes); quiet=True keeps only the final summary.
+log lines (for files, CI and pipes); quiet=True keeps only the final summary. Transfer draws a fetch's
+download and unpacking (rnnclf.fetch's Progress).
 """
 
 from __future__ import annotations
@@ -11,7 +12,15 @@ import time
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 
 class Reporter:
@@ -93,3 +102,35 @@ def make_reporter(quiet: bool) -> Reporter:
     if not quiet and sys.stdout.isatty():
         return RichReporter(quiet=False)
     return Reporter(quiet=quiet)
+
+
+class Transfer:
+    """A download or unpacking as a rich bar on stderr (bytes, speed, time left); the fetch's Progress.
+    Only on a terminal: in a log, a bar would be a stray line among the messages."""
+
+    def __init__(self) -> None:
+        self._progress: Any = None
+
+    def begin(self, label: str, total: int | None, done: int = 0) -> None:
+        stderr = Console(stderr=True, highlight=False)
+        if not stderr.is_terminal:
+            return
+        # Unpacking a corpus counts documents (no total known); a download or an extraction counts bytes.
+        if total is None:
+            columns: tuple[Any, ...] = (TextColumn("{task.completed:,.0f} documents"),)
+        else:
+            columns = (DownloadColumn(), TransferSpeedColumn())
+        self._progress = Progress(
+            TextColumn(label), BarColumn(), *columns, TimeRemainingColumn(), console=stderr, transient=True
+        )
+        self._progress.start()
+        self._task = self._progress.add_task(label, total=total, completed=done)
+
+    def advance(self, amount: int) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task, amount)
+
+    def end(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None

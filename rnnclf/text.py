@@ -25,7 +25,8 @@ Why the rewrite is exact:
   over every code point, so ``\\s+ -> " "`` followed by ``split()`` equals ``split()`` alone.
 
 The tests check this against a literal copy of the regex pipeline, on the conformance vectors and
-on hypothesis-generated text.
+on hypothesis-generated text. For many documents at once, rnnclf.fasttokens runs the same
+normalization and splits on Arrow's compiled kernels; these functions stay its reference.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from rnnclf.errors import RnnclfError
 
 __all__ = [
     "TOKENIZERS",
+    "basic_english_normalize",
     "basic_english_tokenize",
     "char_tokenize",
     "get_tokenizer",
@@ -48,10 +50,15 @@ def basic_english_tokenize(text: str) -> list[str]:
 
     Text ``He said "Hi!"<br />It's`` -> ``["he", "said", "hi", "!", "it", "'", "s"]``.
     """
+    return basic_english_normalize(text).split()
+
+
+def basic_english_normalize(text: str) -> str:
+    """``basic_english`` before its final ``split()``: the one normalization both the per-document
+    tokenizer and the batched compiled path (rnnclf.fasttokens) use, so they cannot drift apart."""
     t = text.lower().replace('"', "").replace("<br />", " ")
     t = t.replace("'", " ' ").replace(".", " . ").replace(",", " , ").replace("(", " ( ").replace(")", " ) ")
-    t = t.replace("!", " ! ").replace("?", " ? ").replace(";", " ").replace(":", " ")
-    return t.split()
+    return t.replace("!", " ! ").replace("?", " ? ").replace(";", " ").replace(":", " ")
 
 
 def whitespace_tokenize(text: str) -> list[str]:

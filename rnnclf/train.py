@@ -26,6 +26,7 @@ from rnnclf.baseline import linear_baseline
 from rnnclf.batching import padding_fraction, training_batches
 from rnnclf.config import Config, dump
 from rnnclf.distributed import Processes, check_same_data, data_parallel, my_part, prepare_once
+from rnnclf.fetch import resolve_names
 from rnnclf.optimization import class_weights, make_optimizer, make_schedule, train_step
 from rnnclf.outcome import finish, summary_lines
 from rnnclf.prepare import Prepared
@@ -84,6 +85,7 @@ def train(
     resume, the latest run). A new run that fails before saving a checkpoint leaves no run folder behind
     and runs/LATEST as it was. Under torchrun every process calls this; only rank 0 writes files."""
     prepare_cpu()
+    resolve_names(config)  # bare corpus or vectors names (data.train: imdb) -> fetched files
     reporter = reporter or Reporter(quiet=True)
     stop = stop if stop is not None else StopFlag()
     if run_dir is None:

@@ -17,12 +17,17 @@ def help_text(*args: str) -> str:
 
 
 def test_the_commands() -> None:
-    assert COMMANDS == ["eval", "export", "info", "init-config", "predict", "runs", "train"]
+    assert COMMANDS == ["data", "eval", "export", "info", "init-config", "predict", "runs", "train"]
 
 
 def test_every_command_help_shows_an_example() -> None:
     for command in COMMANDS:
         assert f"Example: rnnclf {command}" in help_text(command), command
+
+
+def test_data_subcommands_show_an_example() -> None:
+    for command in ("list", "fetch"):
+        assert f"Example: rnnclf data {command}" in help_text("data", command), command
 
 
 def test_top_level_help_shows_an_example_and_shell_completion() -> None:

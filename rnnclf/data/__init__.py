@@ -1,4 +1,4 @@
-"""Readers: csv/tsv/jsonl/fastText/folder-per-class, .gz -> texts and labels; splits.
+"""Readers: csv/tsv/jsonl/fastText/folder-per-class/Parquet, .gz -> texts and labels; splits.
 
 Every reader turns a data set into `Examples` (parallel lists of texts and class-name labels). Bad input never
 escapes as a decoding, csv, json, gzip or OS exception: it becomes one `RnnclfError` line naming the file, the
@@ -15,6 +15,7 @@ The package, one concern a module:
 - `jsonl`: one JSON object per line;
 - `fasttext`: "__label__<class> text" lines;
 - `folders`: <folder>/<class>/<document>.txt;
+- `parquet`: Parquet files (Hugging Face `datasets`, pandas), with pyarrow (the `parquet` extra);
 - `split`: `stratified_split` into training and validation indices;
 - `digest`: `file_digest`, the content hash of a file or class folder (a cache key).
 """
@@ -30,6 +31,7 @@ from rnnclf.data.fasttext import read_fasttext
 from rnnclf.data.folders import read_folder
 from rnnclf.data.formats import FORMATS, chosen_format, detect_format
 from rnnclf.data.jsonl import read_jsonl
+from rnnclf.data.parquet import read_parquet
 from rnnclf.data.source import data_error, decode, display_name, log, plural, read_bytes
 from rnnclf.data.split import stratified_split
 
@@ -81,6 +83,8 @@ def read_file(
     if format in ("csv", "tsv"):
         delimiter = "," if format == "csv" else "\t"
         return read_delimited(data, source, delimiter, text_column, label_column)
+    if format == "parquet":
+        return read_parquet(data, source, text_column, label_column)
     text = decode(data, source)
     if format == "jsonl":
         return read_jsonl(text, source, text_column, label_column)

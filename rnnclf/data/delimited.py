@@ -97,7 +97,9 @@ def column_positions(
     )
 
 
-def column_position(names: list[str], column: str, role: str, source: str, delimiter: str) -> int:
+def column_position(names: list[str], column: str, role: str, source: str, delimiter: str | None) -> int:
+    """Where `column` is among the header names; else an error listing them, with a likely fix.
+    delimiter: the file's (for the "use the other delimiter" hint); None for formats without one."""
     if column in names:
         return names.index(column)
     listed = ", ".join(quote(name) for name in names[:MAX_COLUMNS_LISTED])
@@ -110,9 +112,9 @@ def column_position(names: list[str], column: str, role: str, source: str, delim
     )
 
 
-def column_hint(names: list[str], column: str, delimiter: str) -> str:
+def column_hint(names: list[str], column: str, delimiter: str | None) -> str:
     """A likely fix: a near-identical name, or a header that was split on the wrong delimiter."""
-    if len(names) == 1:
+    if len(names) == 1 and delimiter is not None:
         for other, format in ((",", "csv"), ("\t", "tsv")):
             if other != delimiter and other in names[0]:
                 return f"; the header looks {quote(other)}-separated: use format {format}"

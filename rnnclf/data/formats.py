@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rnnclf.data.source import data_error, display_name, quote
 
-FORMATS = ("auto", "csv", "tsv", "jsonl", "fasttext", "folder")
+FORMATS = ("auto", "csv", "tsv", "jsonl", "fasttext", "folder", "parquet")
 
 # Extension (after removing ".gz") -> format, for format="auto".
 EXTENSIONS = {
@@ -20,8 +20,12 @@ EXTENSIONS = {
     ".txt": "fasttext",
     ".ft": "fasttext",
     ".fasttext": "fasttext",
+    ".parquet": "parquet",
+    ".pq": "parquet",
 }
-EXTENSION_HELP = ".csv, .tsv/.tab, .jsonl/.ndjson/.json, .txt/.ft/.fasttext (each optionally + .gz)"
+EXTENSION_HELP = (
+    ".csv, .tsv/.tab, .jsonl/.ndjson/.json, .txt/.ft/.fasttext, .parquet/.pq (each optionally + .gz)"
+)
 
 
 def detect_format(path: Path) -> str:

@@ -1,0 +1,91 @@
+"""Parquet files, as Hugging Face `datasets` (`Dataset.to_parquet`) and pandas write them (needs pyarrow).
+
+Text and label columns are chosen by name, with the same messages as CSV (a close name, the columns present).
+Labels become class names: a Hugging Face ClassLabel column (integers, with the names in the file's
+"huggingface" schema metadata) gives its names; other integers, floats and booleans become strings, as in
+JSON Lines. A missing value is an error naming its row (rows count from 1, as lines do elsewhere).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rnnclf.data.delimited import column_position, strip_labels
+from rnnclf.data.source import data_error, quote
+from rnnclf.errors import MissingExtra
+
+
+def read_parquet(
+    data: bytes, source: str, text_column: str, label_column: str
+) -> tuple[list[str], list[str]]:
+    """The text and label columns of a Parquet file's bytes."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise MissingExtra("reading Parquet files", "pyarrow", "parquet") from None
+    try:
+        file = pq.ParquetFile(pa.BufferReader(data))
+        names = file.schema_arrow.names
+        text_at = column_position(names, text_column, "text", source, None)
+        label_at = column_position(names, label_column, "label", source, None)
+        table = file.read(columns=[names[text_at], names[label_at]])
+    except (pa.ArrowException, OSError) as error:
+        reason = " ".join(str(error).split())[:200]
+        raise data_error(source, f"not a readable Parquet file ({reason})") from None
+    class_names = huggingface_class_names(file.schema_arrow.metadata, label_column)
+    texts = [
+        text_of(value, row, text_column, source) for row, value in enumerate(table.column(0).to_pylist(), 1)
+    ]
+    labels = [
+        label_of(value, row, label_column, source, class_names)
+        for row, value in enumerate(table.column(1).to_pylist(), 1)
+    ]
+    return texts, strip_labels(labels)
+
+
+def huggingface_class_names(metadata: dict[bytes, bytes] | None, column: str) -> list[str] | None:
+    """A ClassLabel column's names, from the schema metadata `datasets` writes; None if there are none."""
+    try:
+        features = json.loads((metadata or {})[b"huggingface"])["info"]["features"]
+        feature = features[column]
+    except (KeyError, TypeError, ValueError):
+        return None
+    if (
+        isinstance(feature, dict)
+        and feature.get("_type") == "ClassLabel"
+        and isinstance(feature.get("names"), list)
+    ):
+        return [str(name) for name in feature["names"]]
+    return None
+
+
+def text_of(value: Any, row: int, column: str, source: str) -> str:
+    if not isinstance(value, str):
+        shown = "a missing value" if value is None else f"{type(value).__name__} {quote(value)}"
+        raise data_error(source, f"row {row}: text column {quote(column)} must hold strings, got {shown}")
+    return value
+
+
+def label_of(value: Any, row: int, column: str, source: str, class_names: list[str] | None) -> str:
+    if value is None:
+        raise data_error(source, f"row {row}: empty label in column {quote(column)}")
+    if class_names is not None and isinstance(value, int) and not isinstance(value, bool):
+        if not 0 <= value < len(class_names):
+            raise data_error(
+                source, f"row {row}: class number {value} in column {quote(column)} has no name in the file"
+            )
+        return class_names[value]
+    if isinstance(value, bool):
+        label = "true" if value else "false"
+    elif isinstance(value, (int, float, str)):
+        label = str(value)
+    else:
+        raise data_error(
+            source,
+            f"row {row}: label column {quote(column)} must hold strings or numbers, got {quote(value)}",
+        )
+    if not label.strip():
+        raise data_error(source, f"row {row}: empty label in column {quote(column)}")
+    return label

@@ -1,0 +1,104 @@
+"""Corpora and word vectors by name: `rnnclf data list`, `rnnclf data fetch NAME`, `data.train: imdb`.
+
+    name -> catalog entry (official HTTPS address, pinned SHA-256) -> download (resumable) -> verify ->
+    unpack into rnnclf's own files (+ a ready config) -> one os.replace into the cache (or --dir)
+
+The package, one concern a module:
+- this module: the public API: `fetch`, `catalog`, `resolve_names` (a config's bare names -> fetched paths);
+- `catalog` (and catalog.yaml): the corpora and vectors, their addresses, checksums and checksum sources;
+- `download`: one file over HTTPS, streamed, resumable, verified;
+- `unpack`: each corpus layout -> <split>.csv.gz files with `text,label` columns;
+- `store`: the cache folders, the staging folder and its lock, fetching a corpus or a vectors file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rnnclf.errors import RnnclfError
+from rnnclf.fetch.catalog import CORPORA, VECTORS
+from rnnclf.fetch.download import Progress, Silent
+from rnnclf.fetch.store import Fetched, corpus_folder, data_home, fetch_by_name, is_complete, vectors_folder
+
+__all__ = [
+    "CORPORA",
+    "VECTORS",
+    "Fetched",
+    "Progress",
+    "catalog",
+    "data_home",
+    "fetch",
+    "is_name",
+    "resolve_names",
+]
+
+# Config keys that may name a corpus (each takes that split of it) or vectors.
+DATA_KEYS = ("train", "valid", "test")
+
+
+def fetch(name: str, folder: str | Path | None = None, progress: Progress | None = None) -> Fetched:
+    """Fetch the corpus or vectors called `name` into folder (default: the cache); a no-op when present."""
+    return fetch_by_name(name, Path(folder) if folder is not None else None, progress)
+
+
+def is_name(value: str | None) -> bool:
+    """Whether a config value names a corpus or vectors (the config checks first that it is not a path)."""
+    return value in CORPORA or value in VECTORS
+
+
+def resolve_names(config: Any, progress: Progress | None = None) -> None:
+    """Replace bare corpus names in data.train/valid/test and a vectors name in model.pretrained_vectors
+    by the fetched files' paths, fetching on first use. Values that are paths are left alone."""
+    progress = progress or Silent()
+    for key in DATA_KEYS:
+        name = getattr(config.data, key)
+        if name not in CORPORA:
+            continue
+        folder = fetch(name, progress=progress).path
+        path = folder / f"{key}.csv.gz"
+        if not path.is_file():
+            splits = ", ".join(sorted(file.name.split(".")[0] for file in folder.glob("*.csv.gz")))
+            raise RnnclfError(f"data.{key}: corpus {name!r} has no {key} split (it has {splits})")
+        setattr(config.data, key, str(path))
+    name = config.model.pretrained_vectors
+    if name in VECTORS:
+        config.model.pretrained_vectors = str(fetch(name, progress=progress).path)
+
+
+def catalog() -> list[dict[str, Any]]:
+    """One row per corpus and per vectors set: what `rnnclf data list` shows (and prints with --json)."""
+    rows = [
+        {
+            "name": corpus.name,
+            "kind": "corpus",
+            "title": corpus.title,
+            "size": corpus.size,
+            "documents": corpus.documents,
+            "classes": len(corpus.labels),
+            "labels": list(corpus.labels),
+            "licence": corpus.licence,
+            "source": corpus.source,
+            "checksum": f"sha256, from {corpus.checksum_source}",
+            "note": corpus.note,
+            "fetched": is_complete(corpus_folder(corpus.name)),
+        }
+        for corpus in CORPORA.values()
+    ]
+    rows += [
+        {
+            "name": vectors.name,
+            "kind": "vectors",
+            "title": vectors.title,
+            "size": vectors.size_hint,
+            "dimension": vectors.dimension,
+            "words": vectors.words,
+            "licence": vectors.licence,
+            "source": vectors.source,
+            "checksum": f"sha256, from {vectors.checksum_source}",
+            "note": "",
+            "fetched": (vectors_folder() / vectors.filename).is_file(),
+        }
+        for vectors in VECTORS.values()
+    ]
+    return rows

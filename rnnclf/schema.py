@@ -1,0 +1,200 @@
+"""The config schema: every section and key, with its default, its allowed values and a one-line
+description (`rnnclf init-config` prints both, so the printed file is the documentation of the format).
+Add-ons (ensemble, linear) are their own sections, off by default. Loading and validating a YAML file
+against this schema is rnnclf.config.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class Section(BaseModel):
+    # extra="forbid": a typo in a key is an error, never a silently ignored setting.
+    # allow_inf_nan=False: lr = .inf or .nan is a mistake, not a setting.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+class DataConfig(Section):
+    train: str = Field(
+        "data/train.csv",
+        description="training data (relative paths: from this file's folder), or a corpus name such as "
+        "imdb, fetched on first use (rnnclf data list)",
+    )
+    valid: str | None = Field(None, description="validation data; null: split off valid_fraction of train")
+    test: str | None = Field(None, description="test data, scored once at the end; null: none")
+    format: Literal["auto", "csv", "tsv", "jsonl", "fasttext", "folder", "parquet"] = Field(
+        "auto",
+        description="auto picks by extension (.csv .tsv .jsonl .txt .parquet) or folder-per-class layout",
+    )
+    text_column: str = Field("text", description="csv/tsv/jsonl/parquet field holding the document")
+    label_column: str = Field("label", description="csv/tsv/jsonl/parquet field holding the class name")
+    valid_fraction: float = Field(
+        0.1, gt=0.0, lt=1.0, description="stratified share of train held out when valid is null"
+    )
+
+
+class TextConfig(Section):
+    tokenizer: Literal["basic_english", "whitespace", "char"] = Field(
+        "basic_english", description="basic_english (torchtext's), whitespace, or char (character-level)"
+    )
+    min_freq: int = Field(2, ge=1, description="drop tokens seen fewer times in train")
+    max_tokens: int | None = Field(
+        50000, ge=3, description="vocabulary size cap, specials included; null: no cap"
+    )
+    max_length: int = Field(400, ge=1, description="tokens kept per document (longer ones are truncated)")
+    truncate: Literal["head", "tail", "head_tail"] = Field(
+        "head",
+        description="what a long document keeps: head (first tokens), tail (last), head_tail (1/4 + end)",
+    )
+
+
+class ModelConfig(Section):
+    cell: Literal["rnn", "gru", "lstm"] = Field("lstm", description="recurrent cell: rnn (Elman), gru, lstm")
+    embedding_dim: int = Field(128, ge=1, description="word vector size")
+    hidden_dim: int = Field(128, ge=1, description="recurrent state size per direction")
+    num_layers: int = Field(1, ge=1, description="stacked recurrent layers")
+    bidirectional: bool = Field(True, description="also read each document right to left")
+    dropout: float = Field(0.3, ge=0.0, lt=1.0, description="dropout between layers and before the output")
+    embedding_dropout: float = Field(0.2, ge=0.0, lt=1.0, description="dropout on the word vectors")
+    word_dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="share of training tokens replaced by <unk> (teaches unseen words)"
+    )
+    pooling: Literal["last", "mean", "max", "attention"] = Field(
+        "max", description="how the states over time become one vector: last, mean, max or attention"
+    )
+    pretrained_vectors: str | None = Field(
+        None,
+        description="GloVe/word2vec text file (.gz ok) to initialise matching words, or a name such as "
+        "glove.6B.100d, fetched on first use (rnnclf data list); null: none",
+    )
+    freeze_embeddings: bool = Field(False, description="keep the word vectors fixed during training")
+
+
+class EnsembleConfig(Section):
+    members: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="add-on: train this many recurrent models side by side and average their probabilities "
+        "(each member's score is reported); costs members x the training time and model size. 1: off",
+    )
+
+
+class LinearConfig(Section):
+    ngrams: int = Field(
+        0,
+        ge=0,
+        le=5,
+        description="add-on: blend the recurrent model with a logistic regression on exact word 1..n-grams "
+        "(naive-Bayes scaled, NBSVM); its share is chosen on validation data (0 = recurrent alone). "
+        "Fitting takes seconds, up to ~2 GB of memory on 25k long documents. 0: off",
+    )
+    c: float = Field(1.0, gt=0.0, description="inverse strength of its L2 penalty (as liblinear's C)")
+
+
+class TrainConfig(Section):
+    epochs: int = Field(10, ge=1, description="passes over the training data (early stopping may end sooner)")
+    batch_size: int = Field(64, ge=1, description="documents per step")
+    optimizer: Literal["adam", "adamw", "sgd"] = Field(
+        "adam", description="adam, adamw or sgd (momentum 0.9)"
+    )
+    lr: float = Field(0.002, gt=0.0, description="peak learning rate")
+    weight_decay: float = Field(0.0, ge=0.0, description="L2 penalty (decoupled for adamw)")
+    schedule: Literal["constant", "cosine", "linear"] = Field(
+        "cosine", description="learning rate after warmup: constant, cosine or linear decay to 0"
+    )
+    warmup: float = Field(0.05, ge=0.0, lt=1.0, description="share of all steps spent warming up the lr")
+    clip_grad_norm: float | None = Field(1.0, gt=0.0, description="clip the gradient norm; null: off")
+    patience: int | None = Field(
+        3, ge=1, description="stop after this many epochs without improvement; null: never"
+    )
+    monitor: Literal["valid_loss", "valid_accuracy", "valid_macro_f1"] = Field(
+        "valid_accuracy", description="metric that picks best.pt and drives early stopping"
+    )
+    class_weights: Literal["none", "auto"] | list[float] = Field(
+        "none", description="none, auto (inverse class frequency) or one weight per label (sorted names)"
+    )
+    ema: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="add-on: evaluate and save a moving average of the weights, this decay per step "
+        "(e.g. 0.999); costs one more copy of the weights in memory and in last.pt. null: off",
+    )
+    baseline: bool = Field(
+        True,
+        description="also fit a linear baseline (NB logistic regression, word 1-2-grams; seconds) and report "
+        "its validation accuracy beside the recurrent model's; not saved. Skipped above 8M training tokens",
+    )
+    seed: int = Field(13, description="same seed, same data: same result on CPU")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto takes cuda when available")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="fp32; bf16 (fast on recent CPUs and GPUs); fp16 (CUDA only)"
+    )
+
+    @field_validator("class_weights")
+    @classmethod
+    def _positive_weights(cls, value: Any) -> Any:
+        if isinstance(value, list) and (not value or any(w <= 0 for w in value)):
+            raise ValueError("class weights must be a non-empty list of positive numbers")
+        return value
+
+
+class OutputConfig(Section):
+    run_dir: str | None = Field(
+        None,
+        description="where checkpoints and metrics go (relative: to the working directory); "
+        "null: runs/<config name>-<date>-<time>",
+    )
+    plots: bool = Field(
+        True,
+        description="draw learning_curves.png and confusion_matrix.png in run_dir at the end "
+        "(needs pip install 'rnnclf[plots]'; without it, a one-line note)",
+    )
+    tensorboard: bool = Field(
+        False,
+        description="also log each epoch's metrics to run_dir/tensorboard "
+        "(needs pip install 'rnnclf[tensorboard]'; metrics.jsonl stays the record)",
+    )
+
+
+class Config(Section):
+    data: DataConfig = Field(default_factory=DataConfig)
+    text: TextConfig = Field(default_factory=TextConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
+    linear: LinearConfig = Field(default_factory=LinearConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (for YAML, JSON and checkpoints)."""
+        return self.model_dump(mode="json")
+
+
+SECTIONS: dict[str, type[Section]] = {
+    "data": DataConfig,
+    "text": TextConfig,
+    "model": ModelConfig,
+    "ensemble": EnsembleConfig,
+    "linear": LinearConfig,
+    "train": TrainConfig,
+    "output": OutputConfig,
+}
+_BAG = "retired in 0.2 with the hashed n-gram bag inside the network; for n-gram features use linear.ngrams"
+# Keys earlier versions accepted: a config naming one gets a line that says what replaced it.
+RETIRED: dict[tuple[str, str], str] = {
+    ("model", "ngrams"): _BAG,
+    ("model", "ngram_buckets"): _BAG,
+    ("model", "ngram_dim"): _BAG,
+    ("model", "ngram_weighting"): _BAG,
+    ("model", "linear_ngrams"): "moved in 0.2 to linear.ngrams",
+    ("model", "linear_c"): "moved in 0.2 to linear.c",
+    ("model", "linear_share"): "retired in 0.2: the blend's share is now chosen on validation data",
+    ("model", "members"): "moved in 0.2 to ensemble.members",
+}
+# Keys holding paths that resolve against the config file's folder.
+PATH_KEYS = (("data", "train"), ("data", "valid"), ("data", "test"), ("model", "pretrained_vectors"))
