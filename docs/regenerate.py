@@ -12,6 +12,7 @@ should, and `git diff docs/` shows what changed.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -82,7 +83,8 @@ def explain_svg(run: Path, out: Path) -> None:
     from rnnclf.predict import Predictor
 
     predictor = Predictor.from_checkpoint(run / "best.pt")
-    console = Console(record=True, width=100, force_terminal=True)
+    # As the CLI prints it (no number highlighting), recorded only: nothing goes to this script's stdout.
+    console = Console(record=True, width=100, force_terminal=True, highlight=False, file=io.StringIO())
     for result in predictor.predict(QUESTIONS):
         explanation = explain_one(predictor, result.text)
         console.print(f"{result.label}\t{result.probabilities[result.label]:.4f}", markup=False)
