@@ -136,6 +136,25 @@ def test_best_pt_is_the_model_and_last_pt_resumes(trained: Run) -> None:
             assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path.name
 
 
+def test_every_command_works_from_either_checkpoint(trained: Run, tmp_path: Path) -> None:
+    """best.pt (the model: the best epoch) and last.pt (the training state: the last epoch) both serve
+    eval, predict, explain, info and export."""
+    for name in ("best.pt", "last.pt"):
+        model = trained.run_dir / name
+        report = json.loads(ok(cli("eval", "--model", model, "--json")).stdout)
+        predicted = ok(cli("predict", "--model", model, "--explain", "pizza soup bread")).stdout
+        details = json.loads(ok(cli("info", "--model", model, "--json")).stdout)
+        assert details["checkpoint"] == str(model) and details["vocab_size"] > 0
+        out = tmp_path / f"{name}.onnx"
+        ok(cli("export", "--model", model, "--format", "onnx", "--out", out))
+        assert out.exists()
+        assert 0.0 <= report["accuracy"] <= 1.0 and predicted.split("\t")[0] in LABELS
+    rows = [json.loads(line) for line in (trained.run_dir / "metrics.jsonl").read_text().splitlines()]
+    best_epoch = [row["epoch"] for row in rows if row["best"]][-1]
+    assert checkpoint.load(trained.run_dir / "best.pt")["epoch"] == best_epoch
+    assert checkpoint.load(trained.run_dir / "last.pt")["epoch"] == len(rows)
+
+
 def test_a_second_fresh_run_in_the_same_folder_is_refused(trained: Run) -> None:
     before = (trained.run_dir / "best.pt").stat().st_mtime_ns
     user_error(cli("train", trained.config, "--run-dir", trained.run_dir), "already holds a trained run")
