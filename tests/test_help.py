@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -38,7 +39,10 @@ def test_top_level_help_shows_an_example_and_shell_completion() -> None:
         assert command in text
 
 
-def test_completion_script_is_available() -> None:
+def test_completion_script_is_available(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Typer otherwise detects the shell from the parent process and ignores the argument: under a plain
+    # `sh` (a CI runner's, a cron job's) it fails with "Shell sh not supported". Name the shell instead.
+    monkeypatch.setenv("_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION", "1")
     result = CliRunner().invoke(app, ["--show-completion", "bash"], prog_name="rnnclf")
     assert result.exit_code == 0, result.output
     assert "_rnnclf_completion" in result.stdout
