@@ -17,6 +17,7 @@ from torch import nn
 
 from rnnclf import checkpoint, rundir
 from rnnclf.addons import Blend, Ensemble, members_of, recurrent_part
+from rnnclf.addons.ensemble import average
 from rnnclf.addons.linear import blend
 from rnnclf.baseline import advice
 from rnnclf.distributed import Processes
@@ -49,9 +50,13 @@ def component_scores(
     """Each part of a model with add-ons, on valid and test: {"components": {name: {split: scores}},
     "blend": {...} or absent}. Names: "recurrent" (the recurrent model alone: one classifier or the
     ensemble's average), "member K" (each ensemble member), "linear" (the blended linear model)."""
-    parts: dict[str, nn.Module] = {"recurrent": recurrent_part(model)}
-    if isinstance(parts["recurrent"], Ensemble):
-        parts.update({f"member {k}": member for k, member in enumerate(members_of(model), start=1)})
+    # Each member is scored once; an ensemble's scores are derived from its members' (as its forward).
+    ensemble = isinstance(recurrent_part(model), Ensemble)
+    parts: dict[str, nn.Module] = (
+        {f"member {k}": member for k, member in enumerate(members_of(model), start=1)}
+        if ensemble
+        else {"recurrent": recurrent_part(model)}
+    )
     if isinstance(model, Blend):
         parts["linear"] = model.linear
     splits = {"valid": prepared.valid, "test": prepared.test}
@@ -60,12 +65,17 @@ def component_scores(
         for split, data in splits.items()
         if data is not None
     }  # split -> part -> (N, C)
+    for found in logits.values():
+        if ensemble:
+            members = [found[name] for name in parts if name.startswith("member ")]
+            found["recurrent"] = average(torch.stack(members, dim=1))  # (N, C)
+    names = ["recurrent", *(name for name in parts if name != "recurrent")]
     components = {
         name: {
             split: _scores(report(found[name], splits[split].labels, prepared.labels))
             for split, found in logits.items()
         }
-        for name in parts
+        for name in names
     }
     result: dict[str, Any] = {"components": components}
     if isinstance(model, Blend):

@@ -28,6 +28,10 @@ class Ensemble(nn.Module):
         return self.members[0].num_classes
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        logits = torch.stack([member(ids, lengths) for member in self.members], dim=1)  # (B, K, C)
-        log_probabilities = torch.log_softmax(logits.float(), dim=-1)  # (B, K, C)
-        return torch.logsumexp(log_probabilities, dim=1) - math.log(len(self.members))  # (B, C)
+        return average(torch.stack([member(ids, lengths) for member in self.members], dim=1))
+
+
+def average(logits: torch.Tensor) -> torch.Tensor:
+    """Members' logits (B, K, C) -> log of their mean probability (B, C), fp32."""
+    log_probabilities = torch.log_softmax(logits.float(), dim=-1)  # (B, K, C)
+    return torch.logsumexp(log_probabilities, dim=1) - math.log(logits.size(1))  # (B, C)
