@@ -26,18 +26,19 @@ from rnnclf.files import atomic_write
 # model only. Files of format 1 are refused with a clear line: their models cannot be rebuilt.
 FORMAT_VERSION = 2
 KIND = "rnnclf-checkpoint"
+LANGUAGE_MODEL = "rnnclf-language-model"  # what rnnclf pretrain writes (lm.pt): no labels, no classifier
 REQUIRED = ("format_version", "config", "vocab", "labels", "model")
 MODEL_KEYS = ("config", "vocab", "labels", "model", "epoch")
 STAMP = ("kind", "format_version", "rnnclf_version")  # what save() adds to every file
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
 
 
-def save(state: dict[str, Any], path: str | Path) -> None:
+def save(state: dict[str, Any], path: str | Path, kind: str = KIND) -> None:
     """Write `state` (best.pt: MODEL_KEYS only; last.pt: everything) to `path` atomically: a crash at
     any moment, even SIGKILL, leaves the old file or the new one, never a torn one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"kind": KIND, "format_version": FORMAT_VERSION, "rnnclf_version": __version__, **state}
+    payload = {"kind": kind, "format_version": FORMAT_VERSION, "rnnclf_version": __version__, **state}
     atomic_write(path, lambda file: torch.save(payload, file))
 
 
@@ -46,9 +47,10 @@ def model_only(state: dict[str, Any]) -> dict[str, Any]:
     return {key: state[key] for key in MODEL_KEYS if key in state}
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read and check a checkpoint. Anything that is not a readable rnnclf checkpoint of a known
-    format version is a one-line RnnclfError; nothing in the file is ever executed."""
+def load(path: str | Path, map_location: str | torch.device = "cpu", kind: str = KIND) -> dict[str, Any]:
+    """Read and check a checkpoint of `kind` (a classifier, or LANGUAGE_MODEL). Anything that is not a
+    readable rnnclf checkpoint of that kind and a known format version is a one-line RnnclfError;
+    nothing in the file is ever executed."""
     path = Path(path)
     if not path.exists():
         raise RnnclfError(f"{path}: no such checkpoint")
@@ -66,8 +68,15 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
             state = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
     except Exception as err:  # torch raises many types for foreign, truncated or hostile files
         raise RnnclfError(f"{path}: not a readable rnnclf checkpoint ({_load_failure(err)})") from None
-    if not isinstance(state, dict) or state.get("kind") != KIND:
-        raise RnnclfError(f"{path}: not an rnnclf checkpoint (no '{KIND}' marker)")
+    if isinstance(state, dict) and state.get("kind") == LANGUAGE_MODEL and kind != LANGUAGE_MODEL:
+        raise RnnclfError(
+            f"{path}: a language model (rnnclf pretrain), not a classifier; train one from it with "
+            "model.init_from"
+        )
+    if isinstance(state, dict) and state.get("kind") == KIND and kind == LANGUAGE_MODEL:
+        raise RnnclfError(f"{path}: a classifier checkpoint, not a language model (rnnclf pretrain's lm.pt)")
+    if not isinstance(state, dict) or state.get("kind") != kind:
+        raise RnnclfError(f"{path}: not an rnnclf checkpoint (no '{kind}' marker)")
     version = state.get("format_version")
     if not isinstance(version, int):
         raise RnnclfError(f"{path}: checkpoint has no valid format_version")

@@ -70,6 +70,28 @@ def train(
         cli_train.run(config, set_ or [], run_dir, resume, quiet)
 
 
+@app.command()
+def pretrain(
+    config: Annotated[Path, typer.Argument(help="YAML config file (its model section sets the shape).")],
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a key: --set pretrain.epochs=3 (repeatable).")
+    ] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Where outputs go (overrides output.run_dir).")] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the run in --run-dir (or the latest) from last.pt.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option(help="Print only the final summary.")] = False,
+) -> None:
+    """Pretrain a language model on the training texts (+ data.unlabeled) for model.init_from.
+
+    It has the classifier's embedding and recurrent layers (forward and backward for a bidirectional
+    model) and trains pretrain.epochs passes; the run folder gets lm.pt (best held-out perplexity).
+    Example: rnnclf pretrain configs/imdb-pretrained.yaml --set pretrain.epochs=2
+    """
+    with _user_errors():
+        cli_train.run(config, set_ or [], run_dir, resume, quiet, command="pretrain")
+
+
 @app.command("eval")
 def evaluate(
     model: ModelOption = None,

@@ -19,8 +19,16 @@ from rnnclf import render
 from rnnclf.errors import MissingExtra, RnnclfError
 
 
-def run(config: Path, overrides: list[str], run_dir: Path | None, resume: bool, quiet: bool) -> None:
-    """Train from CONFIG (+ --set overrides) into a new run folder, or continue one (resume)."""
+def run(
+    config: Path,
+    overrides: list[str],
+    run_dir: Path | None,
+    resume: bool,
+    quiet: bool,
+    command: str = "train",
+) -> None:
+    """Train (command "train"; or pretrain a language model, "pretrain") from CONFIG (+ --set overrides)
+    into a new run folder, or continue one (resume)."""
     from rnnclf import config as config_module
     from rnnclf import rundir
     from rnnclf.report import Transfer, make_reporter
@@ -30,6 +38,9 @@ def run(config: Path, overrides: list[str], run_dir: Path | None, resume: bool, 
     from rnnclf.fetch import resolve_names
     from rnnclf.train import Interrupted, StopFlag
     from rnnclf.train import train as run_training
+
+    if command == "pretrain":
+        from rnnclf.pretrain import pretrain as run_training
 
     settings = config_module.load(config, overrides)
     primary = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 writes and reports
@@ -52,8 +63,8 @@ def run(config: Path, overrides: list[str], run_dir: Path | None, resume: bool, 
         metrics = run_training(settings, folder, reporter, resume=resume, stop=stop)
     except Interrupted as interrupted:
         if primary:
-            command = _resume_command(config, overrides, folder)
-            render.message(f"interrupted; last.pt saved. Resume with: {command}", to_stderr=True)
+            again = _resume_command(config, overrides, folder, command)
+            render.message(f"interrupted; last.pt saved. Resume with: {again}", to_stderr=True)
         raise typer.Exit(128 + interrupted.signal) from None
     finally:
         reporter.close()
@@ -65,7 +76,7 @@ def run(config: Path, overrides: list[str], run_dir: Path | None, resume: bool, 
                 f"stopped after training; {folder / rundir.METRICS} written, no plots", to_stderr=True
             )
         raise typer.Exit(128 + stop.signal)
-    if primary:
+    if primary and command == "train":
         _after_training(folder, metrics, settings, reporter, quiet)
 
 
@@ -90,10 +101,10 @@ def _install_stop_handlers(stop: Any) -> dict[int, Any]:
     return {number: signal.signal(number, handle) for number in (signal.SIGINT, signal.SIGTERM)}
 
 
-def _resume_command(config: Path, overrides: list[str], folder: Path) -> str:
+def _resume_command(config: Path, overrides: list[str], folder: Path, command: str = "train") -> str:
     """The command line that continues this run, --set overrides included (shell-quoted)."""
     sets = [part for item in overrides for part in ("--set", item)]
-    words = ["train", str(config), *sets, "--run-dir", str(folder), "--resume"]
+    words = [command, str(config), *sets, "--run-dir", str(folder), "--resume"]
     processes = os.environ.get("WORLD_SIZE", "1")
     if processes != "1":  # started by torchrun: continue the same way
         if os.environ.get("LOCAL_WORLD_SIZE") == processes:  # one machine

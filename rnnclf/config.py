@@ -24,6 +24,7 @@ from rnnclf.schema import (
     LinearConfig,
     ModelConfig,
     OutputConfig,
+    PretrainConfig,
     Section,
     TextConfig,
     TrainConfig,
@@ -39,6 +40,7 @@ __all__ = [
     "LinearConfig",
     "ModelConfig",
     "OutputConfig",
+    "PretrainConfig",
     "Section",
     "TextConfig",
     "TrainConfig",
@@ -204,13 +206,17 @@ def resolve_paths(config: Config, base: Path) -> Config:
     existing path but names a corpus or vectors (`imdb`, `glove.6B.100d`) stays a name: train fetches it."""
     from rnnclf.fetch import is_name
 
+    def resolved(value: str) -> str:
+        if Path(value).is_absolute() or (is_name(value) and not (base / value).exists()):
+            return value
+        return str((base / value).resolve())
+
     for section, key in PATH_KEYS:
         value = getattr(getattr(config, section), key)
-        if value is None or Path(value).is_absolute():
-            continue
-        if is_name(value) and not (base / value).exists():
-            continue
-        setattr(getattr(config, section), key, str((base / value).resolve()))
+        if isinstance(value, list):
+            setattr(getattr(config, section), key, [resolved(item) for item in value])
+        elif value is not None:
+            setattr(getattr(config, section), key, resolved(value))
     return config
 
 

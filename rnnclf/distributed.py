@@ -215,12 +215,13 @@ def my_part(
     return collate(data, mine), 1.0 / total if total else 0.0
 
 
-def prepare_once(config: Config, processes: Processes) -> Prepared:
-    """prepare(config). With several processes the first one on each machine tokenizes (filling the
-    cache) while the others wait, then they read the cache: a machine tokenizes the data once."""
+def prepare_once(config: Config, processes: Processes, **options: Any) -> Prepared:
+    """prepare(config, **options). With several processes the first one on each machine tokenizes
+    (filling the cache) while the others wait, then they read the cache: a machine tokenizes the data
+    once."""
     if processes.local_rank != 0:
         processes.barrier()
-    prepared = prepare(config)
+    prepared = prepare(config, **options)
     if processes.local_rank == 0:
         processes.barrier()
     return prepared

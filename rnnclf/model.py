@@ -38,6 +38,21 @@ def gather_time(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.size(-1)))
 
 
+def recurrent_layers(config: ModelConfig) -> nn.ModuleList:
+    """layers[l][d]: one single-layer RNN per (layer, direction). The reverse direction needs its own
+    input order, and layer l+1 reads both directions of layer l (input D*H). The classifier and the
+    language model (rnnclf.language_model) share this shape, so pretrained weights load by name."""
+    directions = 2 if config.bidirectional else 1
+    cell = CELLS[config.cell]
+    layers = nn.ModuleList()
+    for layer in range(config.num_layers):
+        input_size = config.embedding_dim if layer == 0 else config.hidden_dim * directions
+        layers.append(
+            nn.ModuleList(cell(input_size, config.hidden_dim, batch_first=True) for _ in range(directions))
+        )
+    return layers
+
+
 class Classifier(nn.Module):
     """Many-to-one recurrent classifier over padded token ids."""
 
@@ -55,17 +70,7 @@ class Classifier(nn.Module):
         self.directions = 2 if config.bidirectional else 1
         self.embedding = nn.Embedding(vocab_size, config.embedding_dim, padding_idx=pad_index)
         self.embedding_dropout = nn.Dropout(config.embedding_dropout)
-        cell = CELLS[config.cell]
-        # One single-layer module per (layer, direction): the reverse direction needs its own input
-        # order, and layer l+1 reads both directions of layer l.
-        self.layers = nn.ModuleList()
-        for layer in range(config.num_layers):
-            input_size = config.embedding_dim if layer == 0 else config.hidden_dim * self.directions
-            self.layers.append(
-                nn.ModuleList(
-                    cell(input_size, config.hidden_dim, batch_first=True) for _ in range(self.directions)
-                )
-            )
+        self.layers = recurrent_layers(config)
         self.dropout = nn.Dropout(config.dropout)
         # Attention pooling: a learned scorer weighs each time step (softmax over the real steps).
         self.attention = (

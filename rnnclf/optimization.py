@@ -33,8 +33,14 @@ def make_schedule(
     optimizer: torch.optim.Optimizer, config: Config, total_steps: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warmup over train.warmup of all steps, then constant, cosine or linear decay to 0."""
-    warmup = int(config.train.warmup * total_steps)
-    shape = config.train.schedule
+    return schedule_of(optimizer, config.train.warmup, config.train.schedule, total_steps)
+
+
+def schedule_of(
+    optimizer: torch.optim.Optimizer, warmup_share: float, shape: str, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup over warmup_share of all steps, then constant, cosine or linear decay to 0."""
+    warmup = int(warmup_share * total_steps)
 
     def factor(step: int) -> float:
         if step < warmup:

@@ -14,6 +14,7 @@ import logging
 import multiprocessing
 import os
 from array import array
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,17 +100,25 @@ def known_labels(labels: list[str], names: list[str], source: str, role: str) ->
     return keep, [index[labels[i]] for i in keep]
 
 
-def _cache_key(config: Config) -> str:
+def _cache_key(config: Config, extra_counts: Counter[str] | None, vocab: Vocab | None) -> str:
     data = config.data
     files = [data.train, data.valid, data.test]
     description = {
         "version": CACHE_VERSION,
         "files": [file_digest(Path(f)) if f else None for f in files],
-        "data": data.model_dump(exclude={"train", "valid", "test"}),
+        "data": data.model_dump(exclude={"train", "valid", "test", "unlabeled"}),
         "split_seed": config.train.seed if data.valid is None else None,
         "text": config.text.model_dump(),
     }
+    if extra_counts:
+        description["extra_counts"] = _digest(sorted(extra_counts.items()))
+    if vocab is not None:
+        description["vocab"] = _digest(vocab.get_itos())
     return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _digest(value: object) -> str:
+    return hashlib.sha256(json.dumps(value).encode()).hexdigest()
 
 
 def _load_cached(path: Path) -> Prepared | None:
@@ -143,20 +152,29 @@ def _store(path: Path, prepared: Prepared) -> None:
         log.warning("could not write the preprocessing cache %s (%s)", path, getattr(err, "strerror", err))
 
 
-def prepare(config: Config, use_cache: bool = True) -> Prepared:
-    """Everything the training loop needs from the data files, from the cache when possible."""
-    cache_path = cache_folder() / f"{_cache_key(config)}.pt" if use_cache else None
+def prepare(
+    config: Config,
+    use_cache: bool = True,
+    extra_counts: Counter[str] | None = None,
+    vocab: Vocab | None = None,
+) -> Prepared:
+    """Everything the training loop needs from the data files, from the cache when possible.
+
+    extra_counts: token counts of unlabeled texts, added to the training split's when the vocabulary is
+    built (language-model pretraining). vocab: use this vocabulary instead of building one (a classifier
+    started from a language model keeps the language model's words)."""
+    cache_path = cache_folder() / f"{_cache_key(config, extra_counts, vocab)}.pt" if use_cache else None
     if cache_path is not None and cache_path.exists():
         cached = _load_cached(cache_path)
         if cached is not None:
             return cached
-    prepared = _prepare(config)
+    prepared = _prepare(config, extra_counts, vocab)
     if cache_path is not None:
         _store(cache_path, prepared)
     return prepared
 
 
-def _prepare(config: Config) -> Prepared:
+def _prepare(config: Config, extra_counts: Counter[str] | None, given: Vocab | None) -> Prepared:
     data = config.data
     paths = [path for path in (data.train, data.valid, data.test) if path is not None]
     loaded = dict(zip(paths, _load_all(paths, config), strict=True))
@@ -186,9 +204,12 @@ def _prepare(config: Config) -> Prepared:
         valid_part = valid_part.select(keep)
     # torchtext's recipe, counted over the training documents only: specials first, then tokens by
     # (-count, token); <unk> for the rest.
-    vocab = vocab_from_counts(
-        count_tokens(train_part), config.text.min_freq, SPECIALS, max_tokens=config.text.max_tokens
-    )
+    if given is not None:
+        vocab = given
+    else:
+        counts = count_tokens(train_part)
+        counts.update(extra_counts or {})
+        vocab = vocab_from_counts(counts, config.text.min_freq, SPECIALS, max_tokens=config.text.max_tokens)
     vocab.set_default_index(vocab[UNK])
     test = None
     if data.test is not None:

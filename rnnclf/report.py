@@ -52,6 +52,14 @@ class Reporter:
             )
 
     def epoch_end(self, row: dict[str, Any]) -> None:
+        if "valid_perplexity" in row:  # a language model's epoch (rnnclf pretrain)
+            self.message(
+                f"epoch {row['epoch']}/{self._epochs} train_loss {row['train_loss']:.4f} "
+                f"valid_perplexity {row['valid_perplexity']:.1f} "
+                f"{row['token_directions_per_s']:,.0f} token-directions/s "
+                f"{row['seconds']:.1f}s{'  *best' if row.get('best') else ''}"
+            )
+            return
         self.message(
             f"epoch {row['epoch']}/{self._epochs} train_loss {row['train_loss']:.4f} "
             f"valid_loss {row['valid_loss']:.4f} valid_accuracy {row['valid_accuracy']:.4f} "

@@ -30,6 +30,7 @@ HISTORY = "metrics.jsonl"
 METRICS = "metrics.json"
 BEST = "best.pt"
 LAST = "last.pt"
+PRETRAIN = "pretrain"  # the language-model stage's own run folder inside a run (pretrain.epochs > 0)
 LEARNING_CURVES = "learning_curves.png"
 CONFUSION_MATRIX = "confusion_matrix.png"
 TENSORBOARD = "tensorboard"
@@ -52,7 +53,7 @@ def new_run_dir(config_path: Path, configured: str | None) -> Path:
 
 def check_fresh(run_dir: Path) -> None:
     """A new (not resumed) run must not overwrite an earlier run's checkpoints."""
-    if (run_dir / LAST).exists() or (run_dir / BEST).exists():
+    if (run_dir / LAST).exists() or (run_dir / BEST).exists() or (run_dir / PRETRAIN / LAST).exists():
         raise RnnclfError(
             f"{run_dir}: already holds a trained run; continue it with --resume or choose another --run-dir"
         )
@@ -72,7 +73,7 @@ def opened(run_dir: Path, resume: bool, primary: bool = True) -> Iterator[Path]:
     try:
         yield run_dir
     except BaseException:
-        if not (run_dir / LAST).exists():
+        if not (run_dir / LAST).exists() and not (run_dir / PRETRAIN / LAST).exists():
             _forget(run_dir, previous)
             _discard(run_dir, created)
         raise

@@ -34,6 +34,11 @@ class DataConfig(Section):
     valid_fraction: float = Field(
         0.1, gt=0.0, lt=1.0, description="stratified share of train held out when valid is null"
     )
+    unlabeled: str | list[str] | None = Field(
+        None,
+        description="texts without labels for language-model pretraining (pretrain.epochs): a file or a "
+        "list; .txt = one document per line, csv/tsv/jsonl/parquet read text_column; null: none",
+    )
 
 
 class TextConfig(Section):
@@ -71,6 +76,11 @@ class ModelConfig(Section):
         "glove.6B.100d, fetched on first use (rnnclf data list); null: none",
     )
     freeze_embeddings: bool = Field(False, description="keep the word vectors fixed during training")
+    init_from: str | None = Field(
+        None,
+        description="start the embedding and recurrent layers from a language model (rnnclf pretrain's "
+        "lm.pt, or its run folder); its vocabulary comes with it. null: random start",
+    )
 
 
 class EnsembleConfig(Section):
@@ -93,6 +103,25 @@ class LinearConfig(Section):
         "Fitting takes seconds, up to ~2 GB of memory on 25k long documents. 0: off",
     )
     c: float = Field(1.0, gt=0.0, description="inverse strength of its L2 penalty (as liblinear's C)")
+
+
+class PretrainConfig(Section):
+    epochs: int = Field(
+        0,
+        ge=0,
+        description="passes of language-model pretraining on the training texts (+ data.unlabeled) before "
+        "the classifier trains from it, in the same run (rnnclf pretrain runs this stage alone). 0: off",
+    )
+    batch_size: int = Field(128, ge=1, description="documents per language-model step")
+    lr: float = Field(0.003, gt=0.0, description="peak learning rate of the language model (Adam)")
+    samples: int = Field(
+        1024,
+        ge=0,
+        description="words drawn per step for the sampled softmax (fast on CPU); 0: the full softmax",
+    )
+    holdout: float = Field(
+        0.02, gt=0.0, lt=0.5, description="share of the pretraining texts held out to measure perplexity"
+    )
 
 
 class TrainConfig(Section):
@@ -167,6 +196,7 @@ class Config(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     ensemble: EnsembleConfig = Field(default_factory=EnsembleConfig)
     linear: LinearConfig = Field(default_factory=LinearConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
 
@@ -181,6 +211,7 @@ SECTIONS: dict[str, type[Section]] = {
     "model": ModelConfig,
     "ensemble": EnsembleConfig,
     "linear": LinearConfig,
+    "pretrain": PretrainConfig,
     "train": TrainConfig,
     "output": OutputConfig,
 }
@@ -197,4 +228,11 @@ RETIRED: dict[tuple[str, str], str] = {
     ("model", "members"): "moved in 0.2 to ensemble.members",
 }
 # Keys holding paths that resolve against the config file's folder.
-PATH_KEYS = (("data", "train"), ("data", "valid"), ("data", "test"), ("model", "pretrained_vectors"))
+PATH_KEYS = (
+    ("data", "train"),
+    ("data", "valid"),
+    ("data", "test"),
+    ("data", "unlabeled"),
+    ("model", "pretrained_vectors"),
+    ("model", "init_from"),
+)

@@ -26,39 +26,19 @@ from rnnclf.baseline import linear_baseline
 from rnnclf.batching import padding_fraction, training_batches
 from rnnclf.config import Config, dump
 from rnnclf.distributed import Processes, check_same_data, data_parallel, my_part, prepare_once
+from rnnclf.errors import RnnclfError
 from rnnclf.fetch import resolve_names
+from rnnclf.initialise import encoder_vocab, init_encoders
 from rnnclf.optimization import class_weights, make_optimizer, make_schedule, train_step
 from rnnclf.outcome import finish, summary_lines
 from rnnclf.prepare import Prepared
+from rnnclf.pretrain import LM_FILE, language_model_stage
 from rnnclf.report import Reporter
 from rnnclf.resume import TrainingState, check_resumable, load_last
 from rnnclf.runtime import check_precision, prepare_cpu, seed_everything
 from rnnclf.scoring import evaluate
+from rnnclf.stopping import Interrupted, StopFlag
 from rnnclf.vectors import load_pretrained
-
-
-class StopFlag:
-    """Set by a signal handler; the loop checks it between steps and stops cleanly. `finishing` tells the
-    handler that training is over and only the final scoring is left (it then lets that finish)."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        self.finishing = False
-
-    def set(self, number: int) -> None:
-        self.signal = number
-
-    def __bool__(self) -> bool:
-        return self.signal is not None
-
-
-class Interrupted(Exception):
-    """Training stopped on a signal after writing last.pt."""
-
-    def __init__(self, signal: int, run_dir: Path) -> None:
-        super().__init__(f"interrupted by signal {signal}")
-        self.signal = signal
-        self.run_dir = run_dir
 
 
 class _Silent(Reporter):
@@ -99,10 +79,38 @@ def train(
         return _train(config, folder, reporter, resume, stop, processes)
 
 
+def _pretrained(
+    config: Config, run_dir: Path, reporter: Reporter, resume: bool, stop: StopFlag, processes: Processes
+) -> None:
+    """pretrain.epochs > 0: the language-model stage first, in RUN_DIR/pretrain (resumed there when it
+    was interrupted); the classifier then starts from its lm.pt (model.init_from)."""
+    if config.pretrain.epochs < 1:
+        return
+    if config.model.init_from:
+        raise RnnclfError(
+            "pretrain.epochs and model.init_from are both set: pretrain a new language model "
+            "(pretrain.epochs) or start from an existing one (model.init_from), not both"
+        )
+    stage = run_dir / rundir.PRETRAIN
+    if not (resume and (run_dir / rundir.LAST).exists()):  # the classifier has not started yet
+        reporter.message(
+            f"stage 1/2: language-model pretraining ({config.pretrain.epochs} epochs) in {stage}"
+        )
+        language_model_stage(
+            config, stage, reporter, resume and (stage / rundir.LAST).exists(), stop, processes
+        )
+        reporter.message("stage 2/2: the classifier, started from the language model")
+    config.model.init_from = str(stage / LM_FILE)
+
+
 def _data(config: Config, processes: Processes, reporter: Reporter) -> Prepared:
-    """The prepared data (cached preprocessing), the same in every process (checked)."""
+    """The prepared data (cached preprocessing), the same in every process (checked). A classifier
+    started from a language model (model.init_from) keeps the language model's vocabulary."""
     started = time.perf_counter()
-    prepared = prepare_once(config, processes)
+    vocab = None
+    if config.model.init_from:
+        vocab = processes.from_primary(lambda: encoder_vocab(config))
+    prepared = prepare_once(config, processes, vocab=vocab)
     reporter.message(
         f"data: {len(prepared.train)} train / {len(prepared.valid)} valid"
         + (f" / {len(prepared.test)} test" if prepared.test is not None else "")
@@ -139,7 +147,11 @@ def _set_up(
     """The model with its add-ons (a linear model fitted now, unless last.pt will bring it)."""
     model = build_model(len(prepared.vocab), len(prepared.labels), config)
     members = members_of(model)
-    if config.model.pretrained_vectors:
+    if config.model.init_from:
+        if not resume:  # resuming: last.pt holds the weights trained from it
+            init_encoders(members, config)
+            reporter.message(f"initialised from the language model {config.model.init_from}")
+    elif config.model.pretrained_vectors:
         found = load_pretrained(
             [m.embedding for m in members], prepared.vocab, config.model.pretrained_vectors
         )
@@ -196,6 +208,8 @@ def _train(
     # --- set-up: data, baseline, model, optimizer, and where a resumed run left off
     settings, device, started = config.train, processes.device, time.perf_counter()
     check_precision(settings.precision, device)
+    seed_everything(settings.seed)
+    _pretrained(config, run_dir, reporter, resume, stop, processes)
     seed_everything(settings.seed)
     prepared = _data(config, processes, reporter)
     baseline = _baseline(config, prepared, processes, reporter)

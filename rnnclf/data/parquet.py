@@ -89,3 +89,20 @@ def label_of(value: Any, row: int, column: str, source: str, class_names: list[s
     if not label.strip():
         raise data_error(source, f"row {row}: empty label in column {quote(column)}")
     return label
+
+
+def read_parquet_column(data: bytes, source: str, column: str) -> list[Any]:
+    """One column of a Parquet file's bytes, by name (unlabeled texts)."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise MissingExtra("reading Parquet files", "pyarrow", "parquet") from None
+    try:
+        file = pq.ParquetFile(pa.BufferReader(data))
+        names = file.schema_arrow.names
+        at = column_position(names, column, "text", source, None)
+        return file.read(columns=[names[at]]).column(0).to_pylist()
+    except (pa.ArrowException, OSError) as error:
+        reason = " ".join(str(error).split())[:200]
+        raise data_error(source, f"not a readable Parquet file ({reason})") from None

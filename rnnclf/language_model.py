@@ -1,0 +1,125 @@
+"""A word-level language model whose encoder has exactly the classifier's shape, for pretraining.
+
+The encoder (embedding + one single-layer RNN per layer and direction) is built by the same function
+as rnnclf.model.Classifier's, so its weights load into a classifier by name. A bidirectional encoder
+is trained as two language models at once: direction 0 predicts each next word reading left to right,
+direction 1 predicts each previous word reading right to left (the document reversed within its
+length, as the classifier reads it):
+
+    document       a b c d           (length 4)
+    direction 0    reads a b c   ->  predicts b c d
+    direction 1    reads d c b   ->  predicts c b a
+
+The two directions never see each other: in a classifier, layer l+1 of each direction reads both
+directions of layer l (input 2H); here it reads its own direction's states and zeros in place of the
+other's, so no word can be predicted from a state that has already read it. (Those zero halves of
+the layer-(l+1) input weights keep their initial values; fine-tuning trains them.)
+
+The output layer is one (V, H) matrix shared by both directions. A full softmax over 30,000+ words
+costs ~7x the recurrence per token on CPU (2 * H * V multiply-adds against the LSTM's 8 * H * (E + H)),
+so training uses a sampled softmax (Jean et al. 2015): each step scores the true next word against
+`samples` words drawn once per batch from the unigram distribution to the power 0.75, with the
+log-probability of being drawn subtracted (the correction that keeps the estimate consistent) and
+accidental hits of the true word masked. Evaluation (perplexity) uses the full softmax.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rnnclf.config import ModelConfig
+from rnnclf.model import gather_time, recurrent_layers, reverse_index
+
+# Keys of a classifier's state_dict that the language model trains: the encoder.
+ENCODER_PREFIXES = ("embedding.", "layers.")
+# Rows of full-softmax logits computed at once: 2048 x 50,000 words x 4 bytes = 400 MB at most.
+FULL_SOFTMAX_ROWS = 2048
+
+
+class LanguageModel(nn.Module):
+    """Next-word (and, bidirectional, previous-word) prediction over right-padded documents."""
+
+    def __init__(self, vocab_size: int, config: ModelConfig, pad_index: int = 0) -> None:
+        super().__init__()
+        self.config = config
+        self.directions = 2 if config.bidirectional else 1
+        self.embedding = nn.Embedding(vocab_size, config.embedding_dim, padding_idx=pad_index)
+        self.embedding_dropout = nn.Dropout(config.embedding_dropout)
+        self.layers = recurrent_layers(config)
+        self.dropout = nn.Dropout(config.dropout)
+        self.decoder = nn.Linear(config.hidden_dim, vocab_size)
+        # Drawing distribution for sampled softmax, (V,); set from word counts by set_unigram.
+        self.register_buffer("sampling", torch.ones(vocab_size) / vocab_size, persistent=False)
+
+    def set_unigram(self, counts: torch.Tensor, power: float = 0.75) -> None:
+        """counts (V,): how often each word occurs in the training texts."""
+        weights = counts.float().clamp(min=0).pow(power)
+        weights[: self.embedding.padding_idx + 1] = 0.0  # never draw <pad>
+        self.sampling = weights / weights.sum()
+
+    def encoder_state(self) -> dict[str, torch.Tensor]:
+        """The weights a classifier takes over (names as in rnnclf.model.Classifier)."""
+        return {k: v for k, v in self.state_dict().items() if k.startswith(ENCODER_PREFIXES)}
+
+    def states(self, ids: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+        """ids (B, T), lengths (B,) -> per direction the top layer's states (B, T, H), each in its own
+        reading order (direction 1: reversed within each document's length)."""
+        x = self.embedding_dropout(self.embedding(ids))  # (B, T, E)
+        inputs = [x]
+        if self.directions == 2:
+            inputs.append(gather_time(x, reverse_index(lengths.to(ids.device), ids.size(1))))
+        tops = []
+        for direction, x in enumerate(inputs):
+            for number, cells in enumerate(self.layers):
+                if number > 0:
+                    x = self.dropout(x)
+                    if (
+                        self.directions == 2
+                    ):  # this direction's half of a (B, T, 2H) input; zeros for the other
+                        zeros = torch.zeros_like(x)
+                        x = torch.cat([x, zeros] if direction == 0 else [zeros, x], dim=-1)
+                x, _ = cells[direction](x)  # (B, T, H)
+            tops.append(self.dropout(x))
+        return tops
+
+    def forward(
+        self, ids: torch.Tensor, lengths: torch.Tensor, samples: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed negative log-likelihood over all predicted words and directions, their count).
+        samples > 0: sampled softmax with that many drawn words (training); 0: the full softmax."""
+        lengths = lengths.to(ids.device)
+        steps = ids.size(1)
+        # Position t predicts the word at t + 1 in the direction's reading order; the last real
+        # position predicts nothing.
+        valid = torch.arange(steps - 1, device=ids.device).unsqueeze(0) < (lengths - 1).unsqueeze(1)
+        orders = [ids]
+        if self.directions == 2:
+            orders.append(ids.gather(1, reverse_index(lengths, steps)))
+        total = torch.zeros((), device=ids.device)
+        count = int(valid.sum()) * self.directions
+        drawn = torch.multinomial(self.sampling, samples, replacement=True) if samples else None
+        for states, order in zip(self.states(ids, lengths), orders, strict=True):
+            hidden = states[:, :-1][valid]  # (N, H): the states that predict something
+            targets = order[:, 1:][valid]  # (N,)
+            if drawn is None:  # the full softmax, in slices: (N, V) logits for all N at once can take GBs
+                slices = zip(hidden.split(FULL_SOFTMAX_ROWS), targets.split(FULL_SOFTMAX_ROWS), strict=True)
+                for part, wanted in slices:
+                    logits = self.decoder(part).float()  # (n, V)
+                    total = total + nn.functional.cross_entropy(logits, wanted, reduction="sum")
+            else:
+                total = total + self._sampled_loss(hidden, targets, drawn)
+        return total, torch.tensor(count, device=ids.device)
+
+    def _sampled_loss(self, hidden: torch.Tensor, targets: torch.Tensor, drawn: torch.Tensor) -> torch.Tensor:
+        """hidden (N, H), targets (N,), drawn (S,) -> summed sampled-softmax loss."""
+        correction = torch.log(self.sampling * drawn.numel()).to(hidden.dtype)  # log(S * q(w)), (V,)
+        weight, bias = self.decoder.weight, self.decoder.bias
+        true = (
+            (hidden * weight[targets].to(hidden.dtype)).sum(-1) + bias[targets] - correction[targets]
+        )  # (N,)
+        sampled = hidden @ weight[drawn].to(hidden.dtype).t() + bias[drawn] - correction[drawn]  # (N, S)
+        sampled = sampled.masked_fill(drawn.unsqueeze(0) == targets.unsqueeze(1), float("-inf"))
+        logits = torch.cat([true.unsqueeze(1), sampled], dim=1).float()  # (N, 1 + S); the truth is column 0
+        zeros = torch.zeros(targets.numel(), dtype=torch.long, device=targets.device)
+        return nn.functional.cross_entropy(logits, zeros, reduction="sum")
