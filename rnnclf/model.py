@@ -76,7 +76,8 @@ class Classifier(nn.Module):
         self.attention = (
             nn.Linear(config.hidden_dim * self.directions, 1) if config.pooling == "attention" else None
         )
-        self.output = nn.Linear(config.hidden_dim * self.directions, num_classes)
+        pooled = config.hidden_dim * self.directions * (3 if config.pooling == "concat" else 1)
+        self.output = nn.Linear(pooled, num_classes)
 
     @property
     def num_classes(self) -> int:
@@ -105,9 +106,11 @@ class Classifier(nn.Module):
         pooled = self.pool(x, lengths)  # (B, D*H)
         return self.output(self.dropout(pooled))  # (B, C)
 
-    def pool(self, states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """states: (B, T, D*H) -> (B, D*H), looking only at each document's real steps."""
-        pooling = self.config.pooling
+    def pool(self, states: torch.Tensor, lengths: torch.Tensor, pooling: str | None = None) -> torch.Tensor:
+        """states: (B, T, D*H) -> (B, D*H) (concat: (B, 3*D*H)), looking only at the real steps."""
+        pooling = pooling or self.config.pooling
+        if pooling == "concat":
+            return torch.cat([self.pool(states, lengths, way) for way in ("max", "mean", "last")], dim=-1)
         if pooling == "last":
             # Forward direction: state after the last real token; backward: after reading back to 0.
             last = (lengths - 1).view(-1, 1, 1).expand(-1, 1, states.size(-1))

@@ -4,6 +4,9 @@ weights, and the step itself (forward in the configured precision, loss in fp32,
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,7 +22,9 @@ def make_optimizer(model: nn.Module, config: Config, fused: bool = True) -> torc
     chain of foreach ops (several times faster on CPU for large embedding tables:
     bench/optimizer_step.py)."""
     train = config.train
-    parameters = [p for p in model.parameters() if p.requires_grad]
+    parameters: Any = [p for p in model.parameters() if p.requires_grad]
+    if train.layer_lr_decay != 1.0 or train.gradual_unfreezing:
+        parameters = layer_groups(model, config)
     if train.optimizer == "sgd":
         return torch.optim.SGD(
             parameters, lr=train.lr, momentum=0.9, weight_decay=train.weight_decay, fused=fused
@@ -29,11 +34,48 @@ def make_optimizer(model: nn.Module, config: Config, fused: bool = True) -> torc
     return torch.optim.Adam(parameters, lr=train.lr, weight_decay=train.weight_decay, fused=fused)
 
 
+def depth_of(name: str, layers: int) -> int:
+    """How far below the output a classifier weight sits: 0 output/pooling, 1 the top recurrent layer,
+    ..., `layers` the bottom one, layers + 1 the word vectors (names may carry an ensemble's prefix)."""
+    found = re.search(r"(?:^|\.)layers\.(\d+)\.", name)
+    if found:
+        return layers - int(found.group(1))
+    if re.search(r"(?:^|\.)embedding\.", name):
+        return layers + 1
+    return 0
+
+
+def layer_groups(model: nn.Module, config: Config) -> list[dict[str, Any]]:
+    """One optimizer parameter group per depth, lr / layer_lr_decay ** depth (ULMFiT's discriminative
+    rates); each group remembers its depth for gradual unfreezing."""
+    layers, train = config.model.num_layers, config.train
+    groups: dict[int, list[nn.Parameter]] = {}
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            groups.setdefault(depth_of(name, layers), []).append(parameter)
+    return [
+        {"params": params, "lr": train.lr / train.layer_lr_decay**depth, "depth": depth}
+        for depth, params in sorted(groups.items())
+    ]
+
+
 def make_schedule(
     optimizer: torch.optim.Optimizer, config: Config, total_steps: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warmup over train.warmup of all steps, then constant, cosine or linear decay to 0."""
-    return schedule_of(optimizer, config.train.warmup, config.train.schedule, total_steps)
+    """Linear warmup over train.warmup of all steps, then constant, cosine or linear decay to 0. With
+    gradual unfreezing, a group at depth d is held at lr 0 (frozen) for its first d epochs."""
+    schedule = schedule_of(optimizer, config.train.warmup, config.train.schedule, total_steps)
+    if not config.train.gradual_unfreezing:
+        return schedule
+    per_epoch = max(1, total_steps // config.train.epochs)
+    shape = schedule.lr_lambdas[0]
+
+    def held(depth: int) -> Callable[[int], float]:
+        return lambda step: shape(step) if step // per_epoch >= depth else 0.0
+
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, [held(group.get("depth", 0)) for group in optimizer.param_groups]
+    )
 
 
 def schedule_of(

@@ -174,7 +174,9 @@ def pretrain(
     folder = Path(run_dir) if run_dir is not None else rundir.new_run_dir(Path(name), None)
     config.output.run_dir = str(folder)
     with data_parallel(config.train.device) as processes, rundir.opened(folder, resume, processes.primary):
-        return language_model_stage(config, folder, reporter, resume, stop or StopFlag(), processes)
+        return language_model_stage(
+            config, folder, reporter, resume, stop if stop is not None else StopFlag(), processes
+        )
 
 
 def language_model_stage(

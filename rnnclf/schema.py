@@ -67,8 +67,10 @@ class ModelConfig(Section):
     word_dropout: float = Field(
         0.0, ge=0.0, lt=1.0, description="share of training tokens replaced by <unk> (teaches unseen words)"
     )
-    pooling: Literal["last", "mean", "max", "attention"] = Field(
-        "max", description="how the states over time become one vector: last, mean, max or attention"
+    pooling: Literal["last", "mean", "max", "attention", "concat"] = Field(
+        "max",
+        description="how the states over time become one vector: last, mean, max, attention, or concat "
+        "(max, mean and last side by side, as ULMFiT)",
     )
     pretrained_vectors: str | None = Field(
         None,
@@ -136,6 +138,17 @@ class TrainConfig(Section):
         "cosine", description="learning rate after warmup: constant, cosine or linear decay to 0"
     )
     warmup: float = Field(0.05, ge=0.0, lt=1.0, description="share of all steps spent warming up the lr")
+    layer_lr_decay: float = Field(
+        1.0,
+        ge=1.0,
+        description="discriminative learning rates: each layer below the output learns this factor more "
+        "slowly than the one above it (ULMFiT: 2.6; useful with model.init_from). 1: one rate",
+    )
+    gradual_unfreezing: bool = Field(
+        False,
+        description="epoch 1 trains only the output layer, each later epoch one more layer from the top, "
+        "the word vectors last (ULMFiT; useful with model.init_from)",
+    )
     clip_grad_norm: float | None = Field(1.0, gt=0.0, description="clip the gradient norm; null: off")
     patience: int | None = Field(
         3, ge=1, description="stop after this many epochs without improvement; null: never"

@@ -171,7 +171,7 @@ def test_unknown_key_without_a_close_match_lists_the_allowed_keys(tmp_path: Path
 def test_unknown_section(tmp_path: Path) -> None:
     message = error_for(tmp_path, "modle:\n  cell: gru\n")
     assert "unknown section 'modle'" in message and "did you mean 'model'" in message
-    assert "data, text, model, ensemble, linear, train, output" in message
+    assert "data, text, model, ensemble, linear, pretrain, train, output" in message
 
 
 @pytest.mark.parametrize(

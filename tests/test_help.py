@@ -18,7 +18,17 @@ def help_text(*args: str) -> str:
 
 
 def test_the_commands() -> None:
-    assert COMMANDS == ["data", "eval", "export", "info", "init-config", "predict", "runs", "train"]
+    assert COMMANDS == [
+        "data",
+        "eval",
+        "export",
+        "info",
+        "init-config",
+        "predict",
+        "pretrain",
+        "runs",
+        "train",
+    ]
 
 
 def test_every_command_help_shows_an_example() -> None:
