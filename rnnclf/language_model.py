@@ -51,12 +51,14 @@ class LanguageModel(nn.Module):
         self.decoder = nn.Linear(config.hidden_dim, vocab_size)
         # Drawing distribution for sampled softmax, (V,); set from word counts by set_unigram.
         self.register_buffer("sampling", torch.ones(vocab_size) / vocab_size, persistent=False)
+        self.frequent = 0  # the most often drawn word: a harmless stand-in target where none is wanted
 
     def set_unigram(self, counts: torch.Tensor, power: float = 0.75) -> None:
         """counts (V,): how often each word occurs in the training texts."""
         weights = counts.float().clamp(min=0).pow(power)
         weights[: self.embedding.padding_idx + 1] = 0.0  # never draw <pad>
         self.sampling = weights / weights.sum()
+        self.frequent = int(self.sampling.argmax())
 
     def encoder_state(self) -> dict[str, torch.Tensor]:
         """The weights a classifier takes over (names as in rnnclf.model.Classifier)."""
@@ -100,26 +102,44 @@ class LanguageModel(nn.Module):
         count = int(valid.sum()) * self.directions
         drawn = torch.multinomial(self.sampling, samples, replacement=True) if samples else None
         for states, order in zip(self.states(ids, lengths), orders, strict=True):
-            hidden = states[:, :-1][valid]  # (N, H): the states that predict something
-            targets = order[:, 1:][valid]  # (N,)
             if drawn is None:  # the full softmax, in slices: (N, V) logits for all N at once can take GBs
+                hidden = states[:, :-1][valid]  # (N, H): the states that predict something
+                targets = order[:, 1:][valid]  # (N,)
                 slices = zip(hidden.split(FULL_SOFTMAX_ROWS), targets.split(FULL_SOFTMAX_ROWS), strict=True)
                 for part, wanted in slices:
                     logits = self.decoder(part).float()  # (n, V)
                     total = total + nn.functional.cross_entropy(logits, wanted, reduction="sum")
             else:
-                total = total + self._sampled_loss(hidden, targets, drawn)
+                # Every position, as a view (B*T, H): selecting the N real ones would copy the states
+                # and scatter their gradient back; padding is a few percent of a length-bucketed batch.
+                # Positions that predict nothing get a stand-in target and weight 0.
+                wanted = nn.functional.pad(valid, (0, 1))  # (B, T)
+                targets = nn.functional.pad(order[:, 1:], (0, 1)).masked_fill(~wanted, self.frequent)
+                losses = self._sampled_losses(states.reshape(-1, states.size(-1)), targets.flatten(), drawn)
+                total = total + (losses * wanted.flatten()).sum()
         return total, torch.tensor(count, device=ids.device)
 
-    def _sampled_loss(self, hidden: torch.Tensor, targets: torch.Tensor, drawn: torch.Tensor) -> torch.Tensor:
-        """hidden (N, H), targets (N,), drawn (S,) -> summed sampled-softmax loss."""
-        correction = torch.log(self.sampling * drawn.numel()).to(hidden.dtype)  # log(S * q(w)), (V,)
+    def _sampled_losses(
+        self, hidden: torch.Tensor, targets: torch.Tensor, drawn: torch.Tensor
+    ) -> torch.Tensor:
+        """hidden (N, H), targets (N,), drawn (S,) draws with replacement -> each row's sampled-softmax loss.
+
+        Each distinct drawn word is scored once, corrected by the log of its expected count in S draws,
+        log(1 - (1 - q)^S) (as TensorFlow's sampled_softmax_loss with unique sampling); the true word
+        gets the same correction. A drawn word equal to a row's true word is masked out of that row by
+        one lookup per row (not an (N, S) comparison)."""
+        draws = drawn.numel()
+        words = torch.unique(drawn)  # (S',) distinct
+        log_expected = torch.log(-torch.expm1(draws * torch.log1p(-self.sampling)))  # (V,)
         weight, bias = self.decoder.weight, self.decoder.bias
-        true = (
-            (hidden * weight[targets].to(hidden.dtype)).sum(-1) + bias[targets] - correction[targets]
-        )  # (N,)
-        sampled = hidden @ weight[drawn].to(hidden.dtype).t() + bias[drawn] - correction[drawn]  # (N, S)
-        sampled = sampled.masked_fill(drawn.unsqueeze(0) == targets.unsqueeze(1), float("-inf"))
-        logits = torch.cat([true.unsqueeze(1), sampled], dim=1).float()  # (N, 1 + S); the truth is column 0
-        zeros = torch.zeros(targets.numel(), dtype=torch.long, device=targets.device)
-        return nn.functional.cross_entropy(logits, zeros, reduction="sum")
+        true = (hidden * weight[targets].to(hidden.dtype)).sum(-1).float()  # (N,)
+        true = true + (bias[targets] - log_expected[targets])
+        sampled = hidden @ weight[words].to(hidden.dtype).t()  # (N, S')
+        sampled = sampled.float() + (bias[words] - log_expected[words])  # a new tensor: safe to edit below
+        column = torch.full_like(self.sampling, -1, dtype=torch.long)
+        column[words] = torch.arange(words.numel(), device=words.device)
+        hit = column[targets]  # (N,): where each row's true word sits among the drawn, or -1
+        rows = (hit >= 0).nonzero().squeeze(1)
+        sampled[rows, hit[rows]] = float("-inf")
+        normaliser = torch.logaddexp(true, torch.logsumexp(sampled, dim=1))  # (N,)
+        return normaliser - true
