@@ -31,7 +31,7 @@ from rnnclf.errors import RnnclfError
 from rnnclf.fetch import resolve_names
 from rnnclf.language_model import LanguageModel
 from rnnclf.optimization import schedule_of
-from rnnclf.report import Reporter
+from rnnclf.report import Reporter, Silent
 from rnnclf.runtime import autocast, check_precision, prepare_cpu, seed_everything
 from rnnclf.stopping import Interrupted, StopFlag
 from rnnclf.vectors import load_pretrained
@@ -174,6 +174,8 @@ def pretrain(
     folder = Path(run_dir) if run_dir is not None else rundir.new_run_dir(Path(name), None)
     config.output.run_dir = str(folder)
     with data_parallel(config.train.device) as processes, rundir.opened(folder, resume, processes.primary):
+        if not processes.primary:
+            reporter = Silent()
         return language_model_stage(
             config, folder, reporter, resume, stop if stop is not None else StopFlag(), processes
         )

@@ -75,6 +75,16 @@ class Reporter:
         """Stop anything live (the rich bar) before an error or interruption is printed."""
 
 
+class Silent(Reporter):
+    """The reporter of processes other than rank 0: rank 0 speaks for the whole job."""
+
+    def __init__(self) -> None:
+        super().__init__(quiet=True)
+
+    def summary(self, text: str) -> None:
+        pass
+
+
 class RichReporter(Reporter):
     """A live progress bar per epoch on a terminal."""
 

@@ -33,22 +33,12 @@ from rnnclf.optimization import class_weights, make_optimizer, make_schedule, tr
 from rnnclf.outcome import finish, summary_lines
 from rnnclf.prepare import Prepared
 from rnnclf.pretrain import LM_FILE, language_model_stage
-from rnnclf.report import Reporter
+from rnnclf.report import Reporter, Silent
 from rnnclf.resume import TrainingState, check_resumable, load_last
 from rnnclf.runtime import check_precision, prepare_cpu, seed_everything
 from rnnclf.scoring import evaluate
 from rnnclf.stopping import Interrupted, StopFlag
 from rnnclf.vectors import load_pretrained
-
-
-class _Silent(Reporter):
-    """The reporter of processes other than rank 0: rank 0 speaks for the whole job."""
-
-    def __init__(self) -> None:
-        super().__init__(quiet=True)
-
-    def summary(self, text: str) -> None:
-        pass
 
 
 def train(
@@ -75,7 +65,7 @@ def train(
     config.output.run_dir = str(folder)
     with data_parallel(config.train.device) as processes, rundir.opened(folder, resume, processes.primary):
         if not processes.primary:
-            reporter = _Silent()
+            reporter = Silent()
         return _train(config, folder, reporter, resume, stop, processes)
 
 

@@ -424,3 +424,28 @@ def test_killing_one_process_ends_the_job(tmp_path: Path, launcher: str) -> None
         lines = [line for line in stderr.splitlines() if line.strip()]
         assert code == 2 and len(lines) == 1, stderr
         assert lines[0].startswith("error: rank 0: stopped because another process of this job failed")
+
+
+@pytest.mark.slow
+@processes_test
+def test_two_processes_pretrain_like_one(tmp_path: Path) -> None:
+    """rnnclf pretrain under torchrun: one lm.pt, and (full softmax, no dropout: nothing random) the
+    same perplexities and weights as one process on the same global batches."""
+    config = write_tiny_project(tmp_path / "project")
+    same = [*SAME_AS_ONE, "--set", "pretrain.samples=0", "--set", "pretrain.epochs=2"]
+    code, _, stderr = invoke("pretrain", config, "--run-dir", tmp_path / "one", "--quiet", *same)
+    assert code == 0, stderr
+    code, stdout, stderr = finish(torchrun(["pretrain", str(config), "--run-dir", "two", *same], tmp_path))
+    assert code == 0, stderr
+    assert stdout.count("language model: best valid perplexity") == 1  # rank 0 reports
+    rows = [
+        [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        for name in ("one", "two")
+    ]
+    for single, double in zip(*rows, strict=True):
+        for key in ("train_loss", "valid_loss"):
+            assert double[key] == pytest.approx(single[key], abs=LOSS_TOLERANCE), key
+    kind = checkpoint.LANGUAGE_MODEL
+    one, two = (checkpoint.load(tmp_path / name / "lm.pt", kind=kind)["model"] for name in ("one", "two"))
+    for name, tensor in one.items():
+        assert (two[name] - tensor).abs().max() < WEIGHT_TOLERANCE, name
