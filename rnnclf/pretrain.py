@@ -187,6 +187,8 @@ def language_model_stage(
     """Train the language model into `folder` (lm.pt, last.pt, metrics.jsonl, metrics.json); with
     resume, continue from folder/last.pt. Returns the stage's metrics."""
     settings, device, started = config.pretrain, processes.device, time.perf_counter()
+    # TensorBoard (a wrapping reporter) logs the classifier's epochs; this stage's are in its metrics.jsonl.
+    reporter = getattr(reporter, "inner", reporter)
     precision = config.train.precision
     check_precision(precision, device)
     seed_everything(config.train.seed)
@@ -246,6 +248,7 @@ def language_model_stage(
         + f", {sum(p.numel() for p in model.parameters()):,} parameters, "
         + (f"sampled softmax ({settings.samples} words a step)" if settings.samples else "full softmax")
     )
+    unit, reporter.speed_unit = reporter.speed_unit, "token-directions/s"
     while progress.epoch < settings.epochs:
         generator = torch.Generator().manual_seed(config.train.seed * 1_000_003 + progress.epoch)
         batches = training_batches(lengths, settings.batch_size, generator)
@@ -318,6 +321,7 @@ def language_model_stage(
         if signal is not None and progress.epoch < settings.epochs:
             reporter.close()
             raise Interrupted(signal, folder)
+    reporter.speed_unit = unit
     history = progress.history
     metrics = {
         "kind": "language_model",

@@ -28,6 +28,8 @@ class Reporter:
 
     def __init__(self, quiet: bool = False, console: Console | None = None) -> None:
         self.quiet = quiet
+        # What step speeds count: the language model's stage reads each word once per direction.
+        self.speed_unit = "words/s"
         self.console = console or Console(highlight=False, soft_wrap=True)
 
     def message(self, text: str) -> None:
@@ -48,7 +50,7 @@ class Reporter:
             self._last_line = now
             self.message(
                 f"epoch {self._epoch}/{self._epochs} batch {done}/{self._batches} "
-                f"loss {loss:.4f} {words_per_s:,.0f} words/s"
+                f"loss {loss:.4f} {words_per_s:,.0f} {self.speed_unit}"
             )
 
     def epoch_end(self, row: dict[str, Any]) -> None:
@@ -94,7 +96,7 @@ class RichReporter(Reporter):
             TextColumn(f"epoch {epoch}/{epochs}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}  {task.fields[speed]:,.0f} words/s"),
+            TextColumn("loss {task.fields[loss]:.4f}  {task.fields[speed]:,.0f} " + self.speed_unit),
             TimeRemainingColumn(),
             console=self.console,
             transient=True,
