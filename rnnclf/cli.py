@@ -174,7 +174,6 @@ def predict(
     Example: rnnclf predict "What is the capital of Peru ?" --top-k 3 --explain
     """
     with _user_errors():
-        from rnnclf.explain import explain_one
         from rnnclf.predict import Predictor
         from rnnclf.rundir import resolve_checkpoint
 
@@ -184,6 +183,8 @@ def predict(
         documents = _read_lines(file) if file is not None else iter(text or [])
         if file is not None and text:
             documents = (d for source in (text, _read_lines(file)) for d in source)
+        if explain:  # imported only then: a plain predict starts faster without it
+            from rnnclf.explain import explain_one
         try:
             for result in predictor.predict_stream(documents, top_k=top_k):
                 explanation = explain_one(predictor, result.text) if explain else None
