@@ -14,7 +14,7 @@ from torch import nn
 
 from rnnclf.batching import Encoded, collate, evaluation_batches, shard
 from rnnclf.config import Config
-from rnnclf.data import read_examples
+from rnnclf.data import read_configured
 from rnnclf.distributed import Processes
 from rnnclf.errors import RnnclfError
 from rnnclf.metrics import classification_report
@@ -104,7 +104,7 @@ def score_file(predictor: Scorer, path: str | None = None) -> dict[str, Any]:
     path = path or data.test
     if not path:
         raise RnnclfError("no --data given and the run's config names no data.test")
-    examples = read_examples(path, data.format, data.text_column, data.label_column)
+    examples = read_configured(path, data)
     keep, gold = known_labels(examples.labels, predictor.labels, examples.source, "evaluation")
     predicted = predictor.probabilities([examples.texts[i] for i in keep]).argmax(dim=-1).tolist()
     return classification_report(gold, predicted, predictor.labels)

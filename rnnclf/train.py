@@ -86,6 +86,7 @@ def train(
     and runs/LATEST as it was. Under torchrun every process calls this; only rank 0 writes files."""
     prepare_cpu()
     resolve_names(config)  # bare corpus or vectors names (data.train: imdb) -> fetched files
+    config.train.monitor = config.monitored()  # auto -> valid_accuracy, or valid_micro_f1 (multi-label)
     reporter = reporter or Reporter(quiet=True)
     stop = stop if stop is not None else StopFlag()
     if run_dir is None:
