@@ -9,6 +9,7 @@ back what training wrote.
         best.pt                      the model to use
         last.pt                      everything needed to resume
         learning_curves.png confusion_matrix.png tensorboard/   optional pictures and logs
+        (multi-label runs: per_label_f1.png instead of confusion_matrix.png)
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ BEST = "best.pt"
 LAST = "last.pt"
 LEARNING_CURVES = "learning_curves.png"
 CONFUSION_MATRIX = "confusion_matrix.png"
+PER_LABEL = "per_label_f1.png"  # multi-label runs: per-label F1 bars instead of a confusion matrix
 TENSORBOARD = "tensorboard"
 # What makes a folder a run folder (for `rnnclf runs`).
 RUN_FILES = (CONFIG, HISTORY, BEST, LAST)

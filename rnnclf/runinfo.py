@@ -214,5 +214,5 @@ def checkpoint_info(path: str | Path, data: str | None = None) -> dict[str, Any]
 
 
 def _scores(report: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    names = ("accuracy", "macro_f1", "loss")
+    names = ("accuracy", "macro_f1", "micro_f1", "loss")
     return {name: report[prefix + name] for name in names if prefix + name in report}
