@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """fastText one-vs-all baseline for multi-label data (GoEmotions), as BENCHMARKS.md reports it.
 
-Needs `pip install fasttext-wheel numpy` (not rnnclf dependencies; torch is not needed: run it in a small
-venv with PYTHONPATH pointing at this checkout). Texts get rnnclf's basic_english tokens (the input
+Needs `pip install fasttext-wheel "numpy<2"` (not rnnclf dependencies; fasttext-wheel 0.9.2's predict
+fails under NumPy 2; torch is not needed: run it in a small venv with PYTHONPATH at this checkout). Texts get rnnclf's basic_english tokens (the input
 rnnclf sees) and every label as a `__label__` prefix. fastText trains with `-loss ova` (a sigmoid per
 label), 2 threads. The protocol, all choices on the validation split:
 
