@@ -2,9 +2,10 @@
 """fastText one-vs-all baseline for multi-label data (GoEmotions), as BENCHMARKS.md reports it.
 
 Needs `pip install fasttext-wheel "numpy<2"` (not rnnclf dependencies; fasttext-wheel 0.9.2's predict
-fails under NumPy 2; torch is not needed: run it in a small venv with PYTHONPATH at this checkout). Texts get rnnclf's basic_english tokens (the input
-rnnclf sees) and every label as a `__label__` prefix. fastText trains with `-loss ova` (a sigmoid per
-label), 2 threads. The protocol, all choices on the validation split:
+fails under NumPy 2; torch is not needed: run it in a small venv with PYTHONPATH at this checkout).
+Texts get rnnclf's basic_english tokens (the input rnnclf sees) and every label as a `__label__`
+prefix. fastText trains with `-loss ova` (a sigmoid per label), 2 threads. The protocol, all choices
+on the validation split:
 
 1. a small grid (lr x epoch x wordNgrams), seed 0: each model's probabilities on valid, the one global
    threshold (0.05..0.95, as rnnclf's train.thresholds: global) maximising micro-F1; the grid point with

@@ -129,7 +129,7 @@ class TrainConfig(Section):
     class_weights: Literal["none", "auto"] | list[float] = Field(
         "none",
         description="none, auto (inverse class frequency; multi-label: per-label positive weight "
-        "negatives/positives, capped) or one weight per label (sorted names)",
+        "negatives/positives, at most 10) or one weight per label (sorted names)",
     )
     thresholds: Literal["global", "per_label"] | float = Field(
         "global",
