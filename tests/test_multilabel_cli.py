@@ -190,3 +190,24 @@ def test_linear_add_on_with_multi_label_is_a_one_line_error(trained: Path) -> No
         "linear.ngrams",
         "data.multi_label: true",
     )
+
+
+def test_a_multi_label_ensemble_scores_each_member_at_the_chosen_thresholds(
+    trained: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "ensemble"
+    ok(
+        cli(
+            "train", trained / "ml.yaml", "--run-dir", run, "--quiet",
+            "--set", "ensemble.members=2", "--set", "train.epochs=2",
+        )
+    )  # fmt: skip
+    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    assert set(metrics["components"]) == {"recurrent", "member 1", "member 2"}
+    assert all("micro_f1" in entry["test"] for entry in metrics["components"].values())
+    # The saved model is the ensemble: its scores are the "recurrent" component's.
+    assert metrics["components"]["recurrent"]["test"]["micro_f1"] == pytest.approx(
+        metrics["test"]["micro_f1"]
+    )
+    line = ok(cli("predict", "--model", run, "--json", "pizza")).stdout
+    assert "labels" in json.loads(line)
