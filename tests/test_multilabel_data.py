@@ -141,3 +141,15 @@ def test_cache_key_includes_the_multi_label_keys(tmp_path: Path) -> None:
 def test_fixed_threshold_outside_zero_one_is_an_error_naming_the_key(value: float) -> None:
     with pytest.raises(RnnclfError, match=r"^config: train.thresholds = .*strictly between 0 and 1"):
         validate({"train": {"thresholds": value}})
+
+
+def test_parquet_list_column_and_joined_strings(tmp_path: Path) -> None:
+    from tests.test_parquet import write_parquet
+
+    lists = write_parquet(tmp_path / "l.parquet", {"text": ["a", "b", "c"], "label": [["y", "x"], [], None]})
+    assert read(lists) == [("x", "y"), (), ()]
+    joined = write_parquet(tmp_path / "j.parquet", {"text": ["a", "b"], "label": ["x;y", "y"]})
+    assert read(joined, separator=";") == [("x", "y"), ("y",)]
+    bad = write_parquet(tmp_path / "b.parquet", {"text": ["a", "b"], "label": ["x", "x;;y"]})
+    with pytest.raises(RnnclfError, match="row 2 of column 'label'"):
+        read(bad, separator=";")
