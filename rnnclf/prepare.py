@@ -147,10 +147,7 @@ def _prepare_multi_label(config: Config, loaded: dict[str, tuple[list, Part]]) -
     else:
         valid_sets, valid_part = loaded[data.valid]
         valid_targets = label_matrix(valid_sets, names, data.valid, "validation")
-    vocab = vocab_from_counts(
-        count_tokens(train_part), config.text.min_freq, SPECIALS, max_tokens=config.text.max_tokens
-    )
-    vocab.set_default_index(vocab[UNK])
+    vocab = _vocabulary(train_part, config)
     test = None
     if data.test is not None:
         test_sets, test_part = loaded[data.test]
@@ -162,6 +159,16 @@ def _prepare_multi_label(config: Config, loaded: dict[str, tuple[list, Part]]) -
         valid=encode_part(valid_part, valid_targets, vocab),
         test=test,
     )
+
+
+def _vocabulary(train_part: Part, config: Config) -> Vocab:
+    """torchtext's recipe, counted over the training documents only: specials first, then tokens by
+    (-count, token); <unk> for the rest. (Single- and multi-label preparation share it.)"""
+    vocab = vocab_from_counts(
+        count_tokens(train_part), config.text.min_freq, SPECIALS, max_tokens=config.text.max_tokens
+    )
+    vocab.set_default_index(vocab[UNK])
+    return vocab
 
 
 def _cache_key(config: Config) -> str:
@@ -251,12 +258,7 @@ def _prepare(config: Config) -> Prepared:
         valid_labels, valid_part = loaded[data.valid]
         keep, valid_ids = known_labels(valid_labels, names, data.valid, "validation")
         valid_part = valid_part.select(keep)
-    # torchtext's recipe, counted over the training documents only: specials first, then tokens by
-    # (-count, token); <unk> for the rest.
-    vocab = vocab_from_counts(
-        count_tokens(train_part), config.text.min_freq, SPECIALS, max_tokens=config.text.max_tokens
-    )
-    vocab.set_default_index(vocab[UNK])
+    vocab = _vocabulary(train_part, config)
     test = None
     if data.test is not None:
         test_labels, test_part = loaded[data.test]
