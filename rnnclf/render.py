@@ -267,6 +267,10 @@ def info_grid(details: dict[str, Any]) -> None:
         grid.add_row(f"  {name}", "; ".join(parts))
     if "blend" in metrics:
         grid.add_row("  blend", f"linear share {metrics['blend']['share']:.1f}, chosen on validation")
+    if "thresholds" in metrics:  # multi-label
+        values = sorted(set(metrics["thresholds"]["values"].values()))
+        shown = f"{values[0]:.2f}" if len(values) == 1 else f"{values[0]:.2f}-{values[-1]:.2f}"
+        grid.add_row("thresholds", f"{metrics['thresholds']['mode']}: {shown}, chosen on validation")
     baseline = metrics.get("baseline")
     if baseline and "valid" in baseline:
         name = "micro-F1" if baseline["valid"].get("multi_label") else "accuracy"

@@ -203,7 +203,7 @@ def checkpoint_info(path: str | Path, data: str | None = None) -> dict[str, Any]
         info["metrics"]["best_epoch"] = metrics.get("best_epoch")
         info["metrics"]["train_seconds"] = metrics.get("train_seconds")
         # Each add-on part beside the whole, the blend's chosen share, and the linear baseline.
-        for key in ("components", "blend", "baseline"):
+        for key in ("components", "blend", "baseline", "thresholds"):
             if key in metrics:
                 info["metrics"][key] = metrics[key]
     else:  # last.pt, a copied checkpoint, or an unfinished run: the epoch rows inside the checkpoint
