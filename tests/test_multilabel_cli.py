@@ -120,6 +120,8 @@ def test_eval_json_and_tables(trained: Path) -> None:
     }
     tables = ok(cli("eval", "--model", trained / "run")).stdout
     assert "micro-F1" in tables and "Hamming loss" in tables and "per label" in tables
+    info = ok(cli("info", "--model", trained / "run")).stdout
+    assert "thresholds" in info and "global" in info and "chosen on validation" in info
 
 
 def test_predict_lines_threshold_top_k_json_and_stdin(trained: Path) -> None:
