@@ -7,7 +7,9 @@ Two accuracies per run: the saved model's (metrics.json "test": the combined mod
 `linear:` or `ensemble:` are on) and the recurrent model's own ("components" -> "recurrent", present
 when add-ons are on; without add-ons the saved model is the recurrent model). Also printed when present:
 the blend's share chosen on validation, the reporting-only linear baseline's validation accuracy, and
-the sizes of best.pt, last.pt and the whole run folder.
+the sizes of best.pt, last.pt and the whole run folder. Multi-label runs (data.multi_label) also print
+test micro- and macro-F1 (at the thresholds chosen on validation, as metrics.json records them), each
+seed's and their median and spread.
 
     python bench/accuracy.py configs/trec.yaml --seeds 1 2 3
     rnnclf init-config > /tmp/default.yaml; D=$PWD/../shared/data/imdb   # the default config, on IMDB:
@@ -61,6 +63,7 @@ def main() -> None:
     args = parser.parse_args()
     gnu_time = ["/usr/bin/time", "-v"] if Path("/usr/bin/time").exists() else []
     accuracies, own, seconds = [], [], []
+    micro, macro = [], []  # multi-label runs
     addons = False
     for seed in args.seeds:
         with tempfile.TemporaryDirectory() as folder:
@@ -106,8 +109,21 @@ def main() -> None:
         if "blend" in metrics:
             extras.append(f"blend share {metrics['blend'].get('share')} (chosen on validation)")
         baseline = metrics.get("baseline", {}).get("valid")
-        if baseline:
+        if baseline and baseline.get("multi_label"):
+            extras.append(f"linear baseline (not saved) valid micro-F1 {baseline['micro_f1']:.4f}")
+        elif baseline:
             extras.append(f"linear baseline (not saved) valid {baseline['accuracy']:.4f}")
+        if metrics["test"].get("multi_label"):
+            test, valid = metrics["test"], metrics["valid"]
+            micro.append(test["micro_f1"])
+            macro.append(test["macro_f1"])
+            values = sorted(set(metrics["thresholds"]["values"].values()))
+            extras.insert(
+                0,
+                f"test micro-F1 {test['micro_f1']:.4f} macro-F1 {test['macro_f1']:.4f}, valid micro-F1 "
+                f"{valid['micro_f1']:.4f} macro-F1 {valid['macro_f1']:.4f}, thresholds "
+                f"{values[0]:.2f}-{values[-1]:.2f} (chosen on valid)",
+            )
         print(
             f"seed {seed}: test accuracy {accuracy:.4f}, valid {metrics['valid']['accuracy']:.4f}, "
             f"best epoch {metrics['best_epoch']}/{metrics['epochs_run']}, wall {elapsed:.0f} s"
@@ -123,6 +139,8 @@ def main() -> None:
     )
     if addons and own:
         print(f"{args.config}: test accuracy, recurrent model alone: {summary(own)}")
+    if micro:
+        print(f"{args.config}: test micro-F1 {summary(micro)}; test macro-F1 {summary(macro)}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import torch
 from rnnclf.addons.linear import NgramLogistic
 from rnnclf.addons.linear_fit import fit
 from rnnclf.prepare import Prepared
-from rnnclf.scoring import logits_for, report
+from rnnclf.scoring import headline, logits_for, report
 
 ORDER = 2
 C = 1.0
@@ -35,23 +35,27 @@ def linear_baseline(prepared: Prepared, precision: str = "fp32") -> dict[str, An
     model = NgramLogistic(ORDER, len(prepared.labels))
     fitted = fit(model, prepared.train, c=C)
     logits = logits_for(model, prepared.valid, torch.device("cpu"))  # (N, C)
+    # Multi-label: one-vs-rest (a sigmoid per label), one threshold chosen on valid for micro-F1.
+    thresholds = "global" if prepared.valid.multi_label else None
     return {
-        "model": DESCRIPTION,
-        "valid": report(logits, prepared.valid.labels, prepared.labels),
+        "model": DESCRIPTION + (", one-vs-rest" if prepared.valid.multi_label else ""),
+        "valid": report(logits, prepared.valid.labels, prepared.labels, thresholds=thresholds),
         "features": fitted.features,
         "seconds": time.perf_counter() - started,
     }
 
 
 def advice(recurrent_valid: dict[str, Any], baseline: dict[str, Any] | None) -> str | None:
-    """One line when the baseline beat the recurrent model on validation accuracy, else None."""
+    """One line when the baseline beat the recurrent model on validation accuracy (multi-label:
+    micro-F1), else None."""
     if not baseline or "valid" not in baseline:
         return None
-    ours, theirs = recurrent_valid["accuracy"], baseline["valid"]["accuracy"]
+    (name, ours), theirs = headline(recurrent_valid), headline(baseline["valid"])[1]
     if theirs <= ours:
         return None
     return (
-        f"advice: the linear baseline beats the recurrent model on validation ({theirs:.4f} vs {ours:.4f}): "
+        f"advice: the linear baseline beats the recurrent model on validation {name} ({theirs:.4f} vs "
+        f"{ours:.4f}): "
         "word choice decides here more than word order. Train longer or larger, add pretrained vectors "
         "(model.pretrained_vectors), or blend in the linear model (linear.ngrams: 2; its share is chosen "
         "on validation)"

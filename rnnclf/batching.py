@@ -26,10 +26,14 @@ class Encoded:
 
     ids: torch.Tensor  # (total_tokens,) int32
     offsets: torch.Tensor  # (N + 1,) int64
-    labels: torch.Tensor  # (N,) int64
+    labels: torch.Tensor  # (N,) int64 class ids; multi-label data: (N, L) uint8, 1 where label l applies
 
     def __len__(self) -> int:
-        return self.labels.numel()
+        return self.labels.shape[0]
+
+    @property
+    def multi_label(self) -> bool:
+        return self.labels.dim() == 2
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -97,7 +101,8 @@ def evaluation_batches(lengths: torch.Tensor, batch_size: int) -> list[torch.Ten
 
 
 def collate(data: Encoded, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Indices (B,) -> ids (B, T) int64 right-padded with 0, lengths (B,), labels (B,)."""
+    """Indices (B,) -> ids (B, T) int64 right-padded with 0, lengths (B,), labels (B,) (multi-label:
+    (B, L) uint8)."""
     starts = data.offsets[indices]  # (B,)
     lengths = data.offsets[indices + 1] - starts  # (B,)
     steps = int(lengths.max())

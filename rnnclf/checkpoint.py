@@ -2,7 +2,8 @@
 
 A checkpoint is a dict of plain types and tensors only. Two kinds of file share one format:
     best.pt  the model to use: kind="rnnclf-checkpoint", format_version, rnnclf_version, config (dict),
-             vocab (itos), labels, model (state dict), epoch
+             vocab (itos), labels, model (state dict), epoch; multi-label models also thresholds (one
+             float per label, chosen on validation data after training)
     last.pt  the same plus what resuming needs (rnnclf.resume): optimizer, scheduler, scaler, rng, step,
              history, best, partial (and the raw weights when weights are averaged)
 `torch.load(..., weights_only=True)` refuses anything else, so a crafted file cannot run code. eval,
@@ -28,7 +29,7 @@ FORMAT_VERSION = 2
 KIND = "rnnclf-checkpoint"
 LANGUAGE_MODEL = "rnnclf-language-model"  # what rnnclf pretrain writes (lm.pt): no labels, no classifier
 REQUIRED = ("format_version", "config", "vocab", "labels", "model")
-MODEL_KEYS = ("config", "vocab", "labels", "model", "epoch")
+MODEL_KEYS = ("config", "vocab", "labels", "model", "epoch", "thresholds")
 STAMP = ("kind", "format_version", "rnnclf_version")  # what save() adds to every file
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
 

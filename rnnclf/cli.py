@@ -105,13 +105,16 @@ def evaluate(
 ) -> None:
     """Score a trained model: accuracy, macro-F1, per-class table, confusion matrix.
 
+    Multi-label models: micro-, macro- and samples-F1, subset accuracy, Hamming loss, label cardinality,
+    and per label precision, recall, F1 and its 2x2 counts; --plot draws per-label F1 bars.
+
     Example: rnnclf eval --model runs/trec-20261126-101500 --data data/test.csv.gz --plot confusion.png
     """
     with _user_errors():
         from rnnclf import plots
         from rnnclf.predict import Predictor
         from rnnclf.rundir import resolve_checkpoint
-        from rnnclf.scoring import score_file
+        from rnnclf.scoring import headline, score_file
 
         if plot is not None:
             plots.require_matplotlib()  # before the slow part: say so now, not after scoring
@@ -124,12 +127,17 @@ def evaluate(
             render.report_tables(report)
         if plot is not None:
             source = Path(data or predictor.config.data.test or "?").name
-            scores = f"accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}"
+            name, value = headline(report)
+            scores = f"{name} {value:.4f}, macro-F1 {report['macro_f1']:.4f}"
             title = f"{checkpoint_path.parent.name}/{checkpoint_path.name} on {source}\n{scores}"
             title += f", {report['n']} documents"
-            plots.confusion_matrix(report["confusion_matrix"], report["labels"], plot, title)
+            if report.get("multi_label"):  # per-label F1 bars: a confusion matrix needs one label each
+                plots.per_label_f1(report, plot, title)
+            else:
+                plots.confusion_matrix(report["confusion_matrix"], report["labels"], plot, title)
             # With --json, stdout is the JSON alone.
-            render.message(f"confusion matrix: {plot}", to_stderr=json_)
+            kind = "per-label F1" if report.get("multi_label") else "confusion matrix"
+            render.message(f"{kind}: {plot}", to_stderr=json_)
 
 
 def _read_lines(file: str) -> Iterator[str]:
@@ -158,7 +166,16 @@ def predict(
     file: Annotated[
         str | None, typer.Option("--file", "-f", help="One document per line; '-' reads stdin.")
     ] = None,
-    top_k: Annotated[int | None, typer.Option(min=1, help="Show the K most likely labels.")] = None,
+    top_k: Annotated[
+        int | None,
+        typer.Option(min=1, help="Show the K most likely labels (multi-label: at most K chosen labels)."),
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            help="Multi-label models: choose labels at or above T (0 < T < 1) instead of the saved ones."
+        ),
+    ] = None,
     json_: Annotated[bool, typer.Option("--json", help="One JSON object per document.")] = False,
     explain: Annotated[
         bool,
@@ -171,6 +188,9 @@ def predict(
 ) -> None:
     """Label new text, with probabilities.
 
+    Multi-label models print every label at or above its threshold as label:probability (or
+    "(no label)"); --json gives all probabilities and the chosen labels.
+
     Example: rnnclf predict "What is the capital of Peru ?" --top-k 3 --explain
     """
     with _user_errors():
@@ -179,15 +199,21 @@ def predict(
 
         if not text and file is None:
             raise RnnclfError("nothing to predict: give TEXT arguments or --file PATH (--file - for stdin)")
-        predictor = Predictor.from_checkpoint(resolve_checkpoint(model))
+        if threshold is not None and not 0.0 < threshold < 1.0:  # before loading: a one-line error
+            raise RnnclfError(f"--threshold {threshold}: must lie strictly between 0 and 1")
+        predictor = Predictor.from_checkpoint(resolve_checkpoint(model), threshold=threshold)
         documents = _read_lines(file) if file is not None else iter(text or [])
         if file is not None and text:
             documents = (d for source in (text, _read_lines(file)) for d in source)
         if explain:  # imported only then: a plain predict starts faster without it
-            from rnnclf.explain import explain_one
+            from rnnclf.explain import explain_labels, explain_one
         try:
             for result in predictor.predict_stream(documents, top_k=top_k):
-                explanation = explain_one(predictor, result.text) if explain else None
+                explanation = None
+                if explain and result.labels is not None:  # multi-label: one per chosen label
+                    explanation = explain_labels(predictor, result.text, result.labels)
+                elif explain:
+                    explanation = explain_one(predictor, result.text)
                 render.prediction(result, explanation, top_k, json_)
             sys.stdout.flush()
         except BrokenPipeError:

@@ -121,9 +121,25 @@ def validate(raw: Any, source: str = "config") -> Config:
             shown = _value_shown(value)
             raise RnnclfError(f"{source}: section '{name}' must be a mapping of keys, got {shown}")
     try:
-        return Config.model_validate({k: v for k, v in raw.items() if v is not None})
+        config = Config.model_validate({k: v for k, v in raw.items() if v is not None})
     except ValidationError as err:
         raise RnnclfError(_describe(err.errors()[0], source)) from None
+    _check_together(config, source)
+    return config
+
+
+def _check_together(config: Config, source: str) -> None:
+    """Keys that are each valid but not together (multi-label settings)."""
+    if config.data.multi_label and config.linear.ngrams:
+        raise RnnclfError(
+            f"{source}: linear.ngrams = {config.linear.ngrams}: the linear add-on blends single-label models "
+            "only; set it to 0 with data.multi_label: true (train.baseline still reports a linear model)"
+        )
+    if not config.data.multi_label and config.train.monitor == "valid_micro_f1":
+        raise RnnclfError(
+            f"{source}: train.monitor = valid_micro_f1 needs data.multi_label: true; "
+            "single-label runs monitor valid_accuracy, valid_macro_f1 or valid_loss"
+        )
 
 
 def parse_override(item: str) -> tuple[tuple[str, ...], Any]:

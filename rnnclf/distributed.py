@@ -211,7 +211,9 @@ def my_part(
         # on a stand-in document that counts for nothing.
         return collate(data, indices[:1]), 0.0
     # Every process knows the whole global batch, so its total weight needs no communication.
-    total = float(weights[data.labels[indices]].sum()) if weights is not None else float(len(indices))
+    # Multi-label weights are per-label positive weights inside each document's loss: documents count 1.
+    weighted = weights is not None and not data.multi_label
+    total = float(weights[data.labels[indices]].sum()) if weighted else float(len(indices))
     return collate(data, mine), 1.0 / total if total else 0.0
 
 

@@ -123,7 +123,7 @@ def count_tokens(part: Part) -> Counter[str]:
     return Counter({token: count for token, count in zip(part.itos, per_id, strict=True) if count})
 
 
-def encode_part(part: Part, labels: list[int], vocab: Vocab) -> Encoded:
+def encode_part(part: Part, labels: list[int] | torch.Tensor, vocab: Vocab) -> Encoded:
     """Local ids -> vocabulary ids (one table lookup); an empty document becomes one <unk>
     (a recurrence needs at least one step, and 'nothing known' is what an empty text says)."""
     unknown = vocab[UNK]
@@ -137,7 +137,9 @@ def encode_part(part: Part, labels: list[int], vocab: Vocab) -> Encoded:
         for index in empty.nonzero().flatten().tolist():
             documents[index] = filler
         ids, lengths = torch.cat(documents), lengths.clamp(min=1)
-    return Encoded.from_lengths(ids, lengths, torch.tensor(labels, dtype=torch.int64))
+    if not isinstance(labels, torch.Tensor):  # a multi-label (N, L) target tensor is passed as it is
+        labels = torch.tensor(labels, dtype=torch.int64)
+    return Encoded.from_lengths(ids, lengths, labels)
 
 
 def encode_texts(texts: list[str], labels: list[int], text_config: TextConfig, vocab: Vocab) -> Encoded:

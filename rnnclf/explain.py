@@ -68,27 +68,49 @@ class Explanation:
 
 
 def _probabilities(predictor: Predictor, documents: list[list[int]]) -> torch.Tensor:
-    """(N, C) probabilities of token id lists, through the same batching as `rnnclf predict`."""
+    """(N, C) probabilities of token id lists, through the same batching as `rnnclf predict`
+    (multi-label: each label's sigmoid)."""
     lengths = torch.tensor([len(document) for document in documents], dtype=torch.int64)  # (N,)
     flat = torch.tensor([token for document in documents for token in document], dtype=torch.int32)
     data = Encoded.from_lengths(flat, lengths, torch.zeros(len(documents), dtype=torch.int64))
     # The predictor's precision: the explained probability is the one `rnnclf predict` shows.
     logits = logits_for(predictor.model, data, predictor.device, predictor.precision)
-    return torch.softmax(logits, dim=-1)
+    return predictor.to_probabilities(logits)
 
 
 def explain_one(predictor: Predictor, text: str, max_tokens: int = MAX_TOKENS) -> Explanation:
     """Occlusion scores of the first `max_tokens` tokens of one document, for its predicted label."""
+    tokens, probabilities, scored = _occluded(predictor, text, max_tokens)  # (1 + scored, C)
+    label = int(probabilities[0].argmax())  # first of equal maxima, as Predictor.predict's stable sort
+    return _explanation(predictor, tokens, probabilities, scored, label)
+
+
+def explain_labels(
+    predictor: Predictor, text: str, labels: list[str], max_tokens: int = MAX_TOKENS
+) -> list[Explanation]:
+    """Multi-label: occlusion scores for each of the given (chosen) labels, from one scoring pass."""
+    tokens, probabilities, scored = _occluded(predictor, text, max_tokens)
+    index = {name: i for i, name in enumerate(predictor.labels)}
+    return [_explanation(predictor, tokens, probabilities, scored, index[name]) for name in labels]
+
+
+def _occluded(predictor: Predictor, text: str, max_tokens: int) -> tuple[list[str], torch.Tensor, int]:
+    """The tokens, the probabilities (1 + scored, C) of the document and of each variant with one of its
+    first `max_tokens` tokens deleted, and how many tokens were scored."""
     tokens = tokens_of(text, predictor.config.text)
     ids = ids_of(tokens, predictor.vocab)
     unknown = predictor.vocab[UNK]
-    stoi = predictor.vocab.get_stoi()
     scored = min(len(ids), max_tokens)
     # The document itself first, then one variant per scored token with that token deleted. An empty
     # document is one <unk>, as in training and prediction (encoding.encode_part).
     variants = [ids or [unknown]] + [(ids[:i] + ids[i + 1 :]) or [unknown] for i in range(scored)]
-    probabilities = _probabilities(predictor, variants)  # (1 + scored, C)
-    label = int(probabilities[0].argmax())  # first of equal maxima, as Predictor.predict's stable sort
+    return tokens, _probabilities(predictor, variants), scored
+
+
+def _explanation(
+    predictor: Predictor, tokens: list[str], probabilities: torch.Tensor, scored: int, label: int
+) -> Explanation:
+    stoi = predictor.vocab.get_stoi()
     drops = (probabilities[0, label] - probabilities[1:, label]).tolist()  # (scored,)
     return Explanation(
         label=predictor.labels[label],

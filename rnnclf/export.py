@@ -5,6 +5,8 @@ beside it with everything needed to feed it (tokenizer settings, vocabulary, lab
              lengths  int64 (batch,)       real tokens per document, >= 1
     outputs  logits         float32 (batch, classes)
              probabilities  float32 (batch, classes)   softmax of logits; labels[i] names column i
+                            (multi-label models: each label's sigmoid; the JSON says multi_label: true
+                            and carries the thresholds chosen on validation data, one per label)
 
 How, and why this way (torch 2.13):
 - torch.export specializes nn.LSTM's time dimension, so it cannot yet give a model for any document
@@ -49,14 +51,18 @@ PROBE_LENGTHS = (1, 2, 5, 13, 31)
 
 
 class Deployable(nn.Module):
-    """The classifier with probabilities added: (ids (B, T), lengths (B,)) -> (logits, probabilities)."""
+    """The classifier with probabilities added: (ids (B, T), lengths (B,)) -> (logits, probabilities);
+    multi_label: each label's sigmoid instead of a softmax over classes (a constant of the trace)."""
 
-    def __init__(self, classifier: nn.Module) -> None:
+    def __init__(self, classifier: nn.Module, multi_label: bool = False) -> None:
         super().__init__()
         self.classifier = classifier
+        self.multi_label = multi_label
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.classifier(ids, lengths)  # (B, C)
+        if self.multi_label:
+            return logits, torch.sigmoid(logits)
         return logits, torch.softmax(logits, dim=-1)
 
 
@@ -191,8 +197,15 @@ def metadata(predictor: Predictor, source: Path, format: str, model_file: str) -
         },
         "outputs": {
             "logits": "float32 (batch, classes)",
-            "probabilities": "float32 (batch, classes): softmax of logits; column i is labels[i]",
+            "probabilities": (
+                "float32 (batch, labels): sigmoid of each logit; column i is labels[i], chosen when at or "
+                "above thresholds[i]"
+                if predictor.multi_label
+                else "float32 (batch, classes): softmax of logits; column i is labels[i]"
+            ),
         },
+        "multi_label": predictor.multi_label,
+        **({"thresholds": predictor.thresholds} if predictor.multi_label else {}),
         "text": {
             "tokenizer": text.tokenizer,
             "max_length": text.max_length,
@@ -219,7 +232,7 @@ def export_model(checkpoint_path: str | Path, format: str, out: str | Path) -> E
         raise RnnclfError(f"--out {out}: folder {out.parent} does not exist")
     source = Path(checkpoint_path)
     predictor = Predictor.from_checkpoint(source)
-    model = Deployable(predictor.model).eval()
+    model = Deployable(predictor.model, predictor.multi_label).eval()
     vocab_size = len(predictor.vocab)
     example = _random_batch((7, 3, 5), vocab_size, seed=0)  # mixed lengths: the padded path gets traced
     notes = []

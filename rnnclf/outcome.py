@@ -22,13 +22,19 @@ from rnnclf.addons.linear import blend
 from rnnclf.baseline import advice
 from rnnclf.distributed import Processes
 from rnnclf.prepare import Prepared
-from rnnclf.scoring import evaluate, logits_for, report
+from rnnclf.scoring import evaluate, headline, logits_for, report
 
 SHARES = tuple(round(0.1 * step, 1) for step in range(11))  # the linear model's share: 0.0 .. 1.0
 
 
 def _scores(full: dict[str, Any]) -> dict[str, float]:
-    return {name: full[name] for name in ("accuracy", "macro_f1", "loss")}
+    names = (
+        "accuracy",
+        "macro_f1",
+        "loss",
+        *(("micro_f1", "multi_label") if full.get("multi_label") else ()),
+    )
+    return {name: full[name] for name in names}
 
 
 def choose_share(
@@ -45,7 +51,12 @@ def choose_share(
 
 
 def component_scores(
-    model: nn.Module, prepared: Prepared, device: torch.device, precision: str, monitor: str
+    model: nn.Module,
+    prepared: Prepared,
+    device: torch.device,
+    precision: str,
+    monitor: str,
+    thresholds: list[float] | None = None,
 ) -> dict[str, Any]:
     """Each part of a model with add-ons, on valid and test: {"components": {name: {split: scores}},
     "blend": {...} or absent}. Names: "recurrent" (the recurrent model alone: one classifier or the
@@ -68,11 +79,11 @@ def component_scores(
     for found in logits.values():
         if ensemble:
             members = [found[name] for name in parts if name.startswith("member ")]
-            found["recurrent"] = average(torch.stack(members, dim=1))  # (N, C)
+            found["recurrent"] = average(torch.stack(members, dim=1), prepared.valid.multi_label)  # (N, C)
     names = ["recurrent", *(name for name in parts if name != "recurrent")]
     components = {
         name: {
-            split: _scores(report(found[name], splits[split].labels, prepared.labels))
+            split: _scores(report(found[name], splits[split].labels, prepared.labels, thresholds=thresholds))
             for split, found in logits.items()
         }
         for name in names
@@ -87,12 +98,16 @@ def component_scores(
     return result
 
 
-def _store_share(path: Path, share: float) -> None:
-    """Write the chosen share into a checkpoint's weights (both copies when weights are averaged)."""
+def _rewrite(path: Path, share: float | None = None, thresholds: list[float] | None = None) -> None:
+    """Write a chosen blend share into a checkpoint's weights (both copies when weights are averaged),
+    or chosen multi-label thresholds beside them (key "thresholds", one float per label)."""
     state = checkpoint.load(path)
-    for key in ("model", "training_model"):
-        if key in state:
-            state[key] = {**state[key], "share": torch.tensor(share)}
+    if share is not None:
+        for key in ("model", "training_model"):
+            if key in state:
+                state[key] = {**state[key], "share": torch.tensor(share)}
+    if thresholds is not None:
+        state["thresholds"] = list(thresholds)
     checkpoint.save(
         {k: v for k, v in state.items() if k not in ("kind", "format_version", "rnnclf_version")}, path
     )
@@ -114,20 +129,40 @@ def finish(
     )
     model.load_state_dict(best["model"])
     metrics: dict[str, Any] = {"best_epoch": best["epoch"], "labels": labels}
+    thresholds = None
+    if prepared.valid.multi_label:
+        # Multi-label: thresholds chosen on validation data with best.pt's weights, saved beside them;
+        # the test split is scored once, at these thresholds.
+        valid = evaluate(
+            model, prepared.valid, labels, device, precision, weights, processes, settings.thresholds
+        )
+        thresholds = valid["thresholds"]
+        metrics["thresholds"] = {
+            "mode": settings.thresholds,
+            "chosen_on": "valid",
+            "values": dict(zip(labels, thresholds, strict=True)),
+        }
+        if processes.primary:
+            for name in (rundir.BEST, rundir.LAST):
+                _rewrite(run_dir / name, thresholds=thresholds)
     if isinstance(model, (Blend, Ensemble)):
         # One process scores the parts (they are reports, not training) and tells the others.
         parts = processes.from_primary(
-            lambda: component_scores(model, prepared, device, precision, settings.monitor)
+            lambda: component_scores(model, prepared, device, precision, settings.monitor, thresholds)
         )
         metrics.update(parts)
         if "blend" in parts:
             model.share.fill_(parts["blend"]["share"])
             if processes.primary:
                 for name in (rundir.BEST, rundir.LAST):
-                    _store_share(run_dir / name, parts["blend"]["share"])
-    metrics["valid"] = evaluate(model, prepared.valid, labels, device, precision, weights, processes)
+                    _rewrite(run_dir / name, share=parts["blend"]["share"])
+    metrics["valid"] = evaluate(
+        model, prepared.valid, labels, device, precision, weights, processes, thresholds
+    )
     if prepared.test is not None:
-        metrics["test"] = evaluate(model, prepared.test, labels, device, precision, weights, processes)
+        metrics["test"] = evaluate(
+            model, prepared.test, labels, device, precision, weights, processes, thresholds
+        )
     return metrics
 
 
@@ -136,9 +171,10 @@ def summary_lines(metrics: dict[str, Any], cell: str, model_path: Path) -> list[
     beats the recurrent model), then the saved model's."""
 
     def scores(entry: dict[str, Any]) -> str:
-        shown = f"valid accuracy {entry['valid']['accuracy']:.4f}"
+        name, value = headline(entry["valid"])
+        shown = f"valid {name} {value:.4f}"
         if "test" in entry:
-            shown += f", test accuracy {entry['test']['accuracy']:.4f}"
+            shown += f", test {name} {headline(entry['test'])[1]:.4f}"
         return shown
 
     lines = []
@@ -156,15 +192,20 @@ def summary_lines(metrics: dict[str, Any], cell: str, model_path: Path) -> list[
         )
     baseline = metrics.get("baseline")
     if baseline and "valid" in baseline:
-        accuracy = baseline["valid"]["accuracy"]
-        lines.append(f"linear baseline ({baseline['model']}; not saved): valid accuracy {accuracy:.4f}")
+        name, value = headline(baseline["valid"])
+        lines.append(f"linear baseline ({baseline['model']}; not saved): valid {name} {value:.4f}")
     elif baseline:
         lines.append(f"linear baseline skipped: {baseline['skipped']}")
     if (line := advice(recurrent["valid"], baseline)) is not None:
         lines.append(line)
-    final = f"best epoch {metrics['best_epoch']}: valid accuracy {metrics['valid']['accuracy']:.4f}"
+    name, value = headline(metrics["valid"])
+    final = f"best epoch {metrics['best_epoch']}: valid {name} {value:.4f}"
     if "test" in metrics:
         test = metrics["test"]
-        final += f", test accuracy {test['accuracy']:.4f} macro-F1 {test['macro_f1']:.4f}"
+        final += f", test {name} {headline(test)[1]:.4f} macro-F1 {test['macro_f1']:.4f}"
+    if "thresholds" in metrics:
+        values = sorted(set(metrics["thresholds"]["values"].values()))
+        shown = f"{values[0]:.2f}" if len(values) == 1 else f"{values[0]:.2f}-{values[-1]:.2f}"
+        final += f", threshold {shown} (chosen on valid)"
     lines.append(f"{final} ({metrics['train_seconds']:.0f}s); model: {model_path}")
     return lines

@@ -1,4 +1,5 @@
-"""Pictures of a run: learning curves per epoch and a normalized confusion matrix, as PNG files.
+"""Pictures of a run: learning curves per epoch and a normalized confusion matrix (multi-label runs:
+per-label F1 bars), as PNG files.
 
 matplotlib is an optional extra (`pip install 'rnnclf[plots]'`); without it every function here raises
 MissingExtra, which the CLI turns into a one-line hint. Figures are built with matplotlib's object API
@@ -75,6 +76,9 @@ def learning_curves(history: list[dict[str, Any]], path: str | Path, title: str 
     if all("valid_macro_f1" in row for row in history):
         f1 = [row["valid_macro_f1"] for row in history]
         score.plot(epochs, f1, "^--", color="C4", label="valid macro-F1")
+    if all("valid_micro_f1" in row for row in history):  # multi-label runs
+        micro = [row["valid_micro_f1"] for row in history]
+        score.plot(epochs, micro, "v-.", color="C5", label="valid micro-F1")
     score.set_ylabel("score")
     for axes in (loss, score):
         if best:
@@ -128,6 +132,36 @@ def confusion_matrix(
     return _save(figure, path)
 
 
+def per_label_f1(report: dict[str, Any], path: str | Path, title: str | None = None) -> Path:
+    """Multi-label results: one horizontal bar per label, its F1 at the decision thresholds, labels by
+    support (most frequent on top), each bar annotated with precision, recall and its 2x2 counts
+    (tp, fp, fn); a dashed line marks micro-F1."""
+    per_class = report["per_class"]
+    labels = sorted(per_class, key=lambda label: (-per_class[label]["support"], label))
+    figure = _figure(9, max(3.0, 0.32 * len(labels) + 1.5))
+    axes = figure.subplots()
+    positions = range(len(labels))
+    axes.barh(positions, [per_class[label]["f1"] for label in labels], color="C0")
+    for position, label in zip(positions, labels, strict=True):
+        scores = per_class[label]
+        note = (
+            f"F1 {scores['f1']:.2f}  P {scores['precision']:.2f}  R {scores['recall']:.2f}  "
+            f"tp {scores.get('tp', '?')} fp {scores.get('fp', '?')} fn {scores.get('fn', '?')}"
+        )
+        axes.text(1.01, position, note, va="center", fontsize=7, transform=axes.get_yaxis_transform())
+    axes.axvline(report["micro_f1"], color="C3", linestyle="--", label=f"micro-F1 {report['micro_f1']:.3f}")
+    axes.set_yticks(
+        list(positions), labels=[f"{_short(label)} ({per_class[label]['support']})" for label in labels]
+    )
+    axes.invert_yaxis()
+    axes.set_xlim(0.0, 1.0)
+    axes.set_xlabel("F1 (label support in brackets)")
+    axes.legend(loc="lower right")
+    axes.grid(axis="x", alpha=0.3)
+    axes.set_title(title or "per-label F1")
+    return _save(figure, path)
+
+
 def write_run_plots(run_dir: str | Path) -> list[Path]:
     """learning_curves.png from metrics.jsonl and confusion_matrix.png from metrics.json (the test set
     when the run had one, else the validation set) in run_dir; returns the files written."""
@@ -140,9 +174,17 @@ def write_run_plots(run_dir: str | Path) -> list[Path]:
         return written  # training did not finish: no final scores to draw
     split = "test" if "test" in metrics else "valid"
     report = metrics[split]
+    heading = f"{run_dir.name}: {split} set, best.pt (epoch {metrics.get('best_epoch', '?')})\n"
+    if report.get("multi_label"):
+        title = (
+            heading
+            + f"micro-F1 {report['micro_f1']:.4f}, macro-F1 {report['macro_f1']:.4f}, {report['n']} documents"
+        )
+        written.append(per_label_f1(report, run_dir / rundir.PER_LABEL, title))
+        return written
     title = (
-        f"{run_dir.name}: {split} set, best.pt (epoch {metrics.get('best_epoch', '?')})\n"
-        f"accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}, {report['n']} documents"
+        heading
+        + f"accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}, {report['n']} documents"
     )
     matrix_path = run_dir / rundir.CONFUSION_MATRIX
     written.append(confusion_matrix(report["confusion_matrix"], report["labels"], matrix_path, title))

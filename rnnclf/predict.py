@@ -2,6 +2,9 @@
 
 A checkpoint alone is enough: it carries the config (tokenizer, lengths, model shape), the vocabulary
 and the label names. Inputs are batched by length so long and short documents do not pad each other.
+A multi-label model (config data.multi_label) gives each label its sigmoid probability and chooses every
+label at or above its threshold (saved in the checkpoint, chosen on validation data; `threshold`
+overrides them all).
 """
 
 from __future__ import annotations
@@ -28,17 +31,26 @@ from rnnclf.vocab import Vocab
 @dataclass
 class Prediction:
     text: str
-    label: str
-    probabilities: dict[str, float]
+    label: str  # the most likely label (multi-label: the most likely chosen one, "" when none is)
+    probabilities: dict[str, float]  # most likely first
+    labels: list[str] | None = None  # multi-label: the chosen labels, most likely first (maybe none)
 
     def to_dict(self) -> dict[str, Any]:
+        if self.labels is not None:
+            return {"text": self.text, "labels": self.labels, "probabilities": self.probabilities}
         return {"text": self.text, "label": self.label, "probabilities": self.probabilities}
 
 
 class Predictor:
     """A trained model ready to label text."""
 
-    def __init__(self, state: dict[str, Any], source: str = "checkpoint", device: str = "cpu") -> None:
+    def __init__(
+        self,
+        state: dict[str, Any],
+        source: str = "checkpoint",
+        device: str = "cpu",
+        threshold: float | None = None,
+    ) -> None:
         try:
             self.config: Config = validate(state["config"], f"{source}: config")
             self.vocab = Vocab.from_dict(state["vocab"])
@@ -58,11 +70,36 @@ class Predictor:
         self.precision = "fp32" if precision == "fp16" and self.device.type != "cuda" else precision
         self.model.to(self.device).eval()
         self.state = state
+        self.multi_label = self.config.data.multi_label
+        self.thresholds = self._thresholds(state, threshold, source)
+
+    def _thresholds(self, state: dict[str, Any], override: float | None, source: str) -> list[float]:
+        """Multi-label decision thresholds, one per label: the override, else the checkpoint's."""
+        if override is not None:
+            if not self.multi_label:
+                raise RnnclfError("--threshold: this model is single-label (it picks the most likely label)")
+            if not 0.0 < override < 1.0:
+                raise RnnclfError(f"--threshold {override}: must lie strictly between 0 and 1")
+            return [float(override)] * len(self.labels)
+        saved = state.get("thresholds")
+        if saved is None:  # a run stopped before its thresholds were chosen: the neutral default
+            return [0.5] * len(self.labels)
+        if len(saved) != len(self.labels):
+            raise RnnclfError(
+                f"{source}: damaged checkpoint ({len(saved)} thresholds for {len(self.labels)} labels)"
+            )
+        return [float(t) for t in saved]
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> Predictor:
+    def from_checkpoint(
+        cls, path: str | Path, device: str = "cpu", threshold: float | None = None
+    ) -> Predictor:
         prepare_cpu()
-        return cls(checkpoint.load(path), source=str(path), device=device)
+        return cls(checkpoint.load(path), source=str(path), device=device, threshold=threshold)
+
+    def to_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits (N, C) -> probabilities: softmax over classes, or each label's sigmoid (multi-label)."""
+        return torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)
 
     def encode(self, texts: list[str]) -> Encoded:
         return encode_texts(texts, [0] * len(texts), self.config.text, self.vocab)
@@ -72,10 +109,13 @@ class Predictor:
         if not texts:
             return torch.empty(0, len(self.labels))
         logits = logits_for(self.model, self.encode(texts), self.device, self.precision)
-        return torch.softmax(logits, dim=-1)
+        return self.to_probabilities(logits)
 
     def predict(self, texts: list[str], top_k: int | None = None) -> list[Prediction]:
-        """Label each text; probabilities of the top_k classes (all when None), most likely first."""
+        """Label each text; probabilities of the top_k classes (all when None), most likely first.
+        Multi-label: every label's probability, and the chosen labels (at most top_k of them)."""
+        if self.multi_label:
+            return self._predict_sets(texts, top_k)
         keep = len(self.labels) if top_k is None else max(1, min(top_k, len(self.labels)))
         values, order = torch.sort(self.probabilities(texts), dim=-1, descending=True, stable=True)
         # Whole-block work, then plain lists: per-row tensor indexing cost ~30 us a document, and
@@ -95,3 +135,19 @@ class Predictor:
         iterator = iter(texts)
         while block := list(islice(iterator, chunk)):
             yield from self.predict(block, top_k)
+
+    def _predict_sets(self, texts: list[str], top_k: int | None) -> list[Prediction]:
+        """Multi-label predictions: the labels at or above their thresholds, most likely first, at most
+        top_k of them (as fastText's `predict FILE k threshold`); all probabilities."""
+        probabilities = self.probabilities(texts)  # (N, L)
+        values, order = torch.sort(probabilities, dim=-1, descending=True, stable=True)  # (N, L) each
+        passed = values >= torch.tensor(self.thresholds)[order]  # (N, L): each sorted label's decision
+        results = []
+        for text, row, names, chosen in zip(
+            texts, values.tolist(), order.tolist(), passed.tolist(), strict=True
+        ):
+            named = [self.labels[i] for i in names]
+            picked = [name for name, keep in zip(named, chosen, strict=True) if keep][:top_k]
+            all_probabilities = dict(zip(named, row, strict=True))
+            results.append(Prediction(text, picked[0] if picked else "", all_probabilities, picked))
+        return results

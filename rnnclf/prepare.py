@@ -22,7 +22,7 @@ import torch
 
 from rnnclf.batching import Encoded
 from rnnclf.config import Config
-from rnnclf.data import file_digest, read_examples, stratified_split
+from rnnclf.data import file_digest, read_configured, stratified_split
 from rnnclf.encoding import SPECIALS, UNK, Part, count_tokens, encode_part, to_part, tokenize_plain
 from rnnclf.errors import RnnclfError
 from rnnclf.files import atomic_write
@@ -30,7 +30,7 @@ from rnnclf.vocab import Vocab, vocab_from_counts
 
 log = logging.getLogger("rnnclf")
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: multi-label targets (data.multi_label, data.label_separator in the key)
 # Below this many bytes of data files, starting worker processes costs more than it saves.
 PARALLEL_MIN_BYTES = 2_000_000
 
@@ -56,7 +56,7 @@ def cache_folder() -> Path:
 def _load(path: str, config: Config) -> tuple[list[str], tuple[list[str], array, array]]:
     """Read one data file and tokenize it: (labels, plain part). May run in a forked worker."""
     data = config.data
-    examples = read_examples(path, data.format, data.text_column, data.label_column)
+    examples = read_configured(path, data)
     return examples.labels, tokenize_plain(examples.texts, config.text)
 
 
@@ -98,6 +98,90 @@ def known_labels(labels: list[str], names: list[str], source: str, role: str) ->
     if not keep:
         raise RnnclfError(f"{source}: none of the {role} labels occur in the training data")
     return keep, [index[labels[i]] for i in keep]
+
+
+def label_matrix(
+    label_sets: list[tuple[str, ...]], names: list[str], source: str | None = None, role: str = ""
+) -> torch.Tensor:
+    """Multi-label targets: (N, L) uint8, [i, l] = 1 when document i carries names[l]. Labels the model
+    does not know are left out (one warning with the count, when `source` is given); the document stays."""
+    index = {label: i for i, label in enumerate(names)}
+    targets = torch.zeros(len(label_sets), len(names), dtype=torch.uint8)
+    unseen: dict[str, int] = {}
+    for row, labels in enumerate(label_sets):
+        for label in labels:
+            if label in index:
+                targets[row, index[label]] = 1
+            else:
+                unseen[label] = unseen.get(label, 0) + 1
+    if unseen and source is not None:
+        shown = ", ".join(sorted(unseen)[:5]) + (", ..." if len(unseen) > 5 else "")
+        log.warning(
+            "%s: %d %s labels unseen in training (%s) left out; their documents keep their other labels",
+            source,
+            sum(unseen.values()),
+            role,
+            shown,
+        )
+    return targets
+
+
+def _prepare_multi_label(
+    config: Config,
+    loaded: dict[str, tuple[list, Part]],
+    extra_counts: Counter[str] | None,
+    given: Vocab | None,
+) -> Prepared:
+    """_prepare for data.multi_label: targets are (N, L) uint8 matrices over the labels seen in train."""
+    data = config.data
+    train_sets, train_part = loaded[data.train]
+    names = sorted({label for labels in train_sets for label in labels})
+    if len(names) < 2:
+        found = f"only {names[0]!r}" if names else "none"
+        raise RnnclfError(
+            f"data.multi_label: {data.train} has {len(names)} distinct label ({found}); "
+            "a multi-label classifier needs at least two"
+        )
+    train_targets = label_matrix(train_sets, names)
+    if data.valid is None:
+        # Stratified by each document's first label ('' for none): rare labels still reach valid.
+        keep, held_out = stratified_split(
+            [labels[0] if labels else "" for labels in train_sets], data.valid_fraction, config.train.seed
+        )
+        valid_part, valid_targets = train_part.select(held_out), train_targets[held_out]
+        train_part, train_targets = train_part.select(keep), train_targets[keep]
+    else:
+        valid_sets, valid_part = loaded[data.valid]
+        valid_targets = label_matrix(valid_sets, names, data.valid, "validation")
+    vocab = _vocabulary(train_part, config, extra_counts, given)
+    test = None
+    if data.test is not None:
+        test_sets, test_part = loaded[data.test]
+        test = encode_part(test_part, label_matrix(test_sets, names, data.test, "test"), vocab)
+    return Prepared(
+        vocab=vocab,
+        labels=names,
+        train=encode_part(train_part, train_targets, vocab),
+        valid=encode_part(valid_part, valid_targets, vocab),
+        test=test,
+    )
+
+
+def _vocabulary(
+    train_part: Part, config: Config, extra_counts: Counter[str] | None = None, given: Vocab | None = None
+) -> Vocab:
+    """torchtext's recipe, counted over the training documents only (plus unlabeled texts' counts for
+    language-model pretraining): specials first, then tokens by (-count, token); <unk> for the rest.
+    `given` (a language model's vocabulary, model.init_from) is used as it is. (Single- and multi-label
+    preparation share it.)"""
+    if given is not None:
+        vocab = given
+    else:
+        counts = count_tokens(train_part)
+        counts.update(extra_counts or {})
+        vocab = vocab_from_counts(counts, config.text.min_freq, SPECIALS, max_tokens=config.text.max_tokens)
+    vocab.set_default_index(vocab[UNK])
+    return vocab
 
 
 def _cache_key(config: Config, extra_counts: Counter[str] | None, vocab: Vocab | None) -> str:
@@ -178,6 +262,8 @@ def _prepare(config: Config, extra_counts: Counter[str] | None, given: Vocab | N
     data = config.data
     paths = [path for path in (data.train, data.valid, data.test) if path is not None]
     loaded = dict(zip(paths, _load_all(paths, config), strict=True))
+    if data.multi_label:
+        return _prepare_multi_label(config, loaded, extra_counts, given)
     train_labels, train_part = loaded[data.train]
     names = sorted(set(train_labels))
     if len(names) < 2:
@@ -202,15 +288,7 @@ def _prepare(config: Config, extra_counts: Counter[str] | None, given: Vocab | N
         valid_labels, valid_part = loaded[data.valid]
         keep, valid_ids = known_labels(valid_labels, names, data.valid, "validation")
         valid_part = valid_part.select(keep)
-    # torchtext's recipe, counted over the training documents only: specials first, then tokens by
-    # (-count, token); <unk> for the rest.
-    if given is not None:
-        vocab = given
-    else:
-        counts = count_tokens(train_part)
-        counts.update(extra_counts or {})
-        vocab = vocab_from_counts(counts, config.text.min_freq, SPECIALS, max_tokens=config.text.max_tokens)
-    vocab.set_default_index(vocab[UNK])
+    vocab = _vocabulary(train_part, config, extra_counts, given)
     test = None
     if data.test is not None:
         test_labels, test_part = loaded[data.test]

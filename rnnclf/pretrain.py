@@ -114,7 +114,8 @@ def build_corpus(config: Config, processes: Processes) -> Corpus:
     part = tokenize_part(texts, config.text) if texts else None
     extra = count_tokens(part) if part is not None else Counter()
     prepared = prepare_once(config, processes, extra_counts=extra)
-    documents = prepared.train
+    train = prepared.train  # its labels (a class each, or a multi-label matrix) play no part here
+    documents = Encoded(train.ids, train.offsets, torch.zeros(len(train), dtype=torch.int64))
     if part is not None:
         documents = joined(documents, encode_part(part, [0] * len(texts), prepared.vocab))
     # Held out: documents in a seeded random order until VALID_WORDS words or a tenth of all words,

@@ -23,7 +23,14 @@ from rich.text import Text
 stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
-MONITOR_NAMES = {"valid_accuracy": "accuracy", "valid_macro_f1": "macro-F1", "valid_loss": "loss"}
+# `rnnclf predict` of a multi-label model when no label reaches its threshold.
+NO_LABEL = "(no label)"
+MONITOR_NAMES = {
+    "valid_accuracy": "accuracy",
+    "valid_macro_f1": "macro-F1",
+    "valid_micro_f1": "micro-F1",
+    "valid_loss": "loss",
+}
 
 
 class _WarningHandler(logging.Handler):
@@ -75,8 +82,40 @@ def print_wide(table: Table) -> None:
     console.print(table)
 
 
+def multilabel_tables(report: dict[str, Any]) -> None:
+    """`rnnclf eval` of a multi-label model: the scores, and per label its scores and 2x2 counts."""
+    stdout.print(
+        f"documents {report['n']}   micro-F1 {report['micro_f1']:.4f}   macro-F1 {report['macro_f1']:.4f}   "
+        f"samples-F1 {report['samples_f1']:.4f}\nsubset accuracy {report['subset_accuracy']:.4f}   "
+        f"Hamming loss {report['hamming_loss']:.4f}   labels per document {report['label_cardinality']:.3f} "
+        f"(predicted {report['predicted_cardinality']:.3f})"
+    )
+    thresholds = sorted(set(report.get("thresholds", [])))
+    if thresholds:
+        shown = (
+            f"{thresholds[0]:.2f}"
+            if len(thresholds) == 1
+            else f"per label, {thresholds[0]:.2f}-{thresholds[-1]:.2f}"
+        )
+        stdout.print(f"threshold {shown}")
+    per_label = Table(title="per label (tp fp fn tn: the label's 2x2 counts)")
+    per_label.add_column("label", overflow="fold")
+    for column in ("precision", "recall", "f1", "support", "tp", "fp", "fn", "tn"):
+        per_label.add_column(column, justify="right")
+    for label, scores in report["per_class"].items():
+        per_label.add_row(
+            Text(label),
+            *(f"{scores[name]:.3f}" for name in ("precision", "recall", "f1")),
+            *(str(scores[name]) for name in ("support", "tp", "fp", "fn", "tn")),
+        )
+    print_wide(per_label)
+
+
 def report_tables(report: dict[str, Any]) -> None:
     """`rnnclf eval`: the scores line, the per-class table and the confusion matrix."""
+    if report.get("multi_label"):
+        multilabel_tables(report)
+        return
     stdout.print(
         f"documents {report['n']}   accuracy {report['accuracy']:.4f}   macro-F1 {report['macro_f1']:.4f}"
     )
@@ -108,18 +147,31 @@ def prediction(result: Any, explanation: Any, top_k: int | None, as_json: bool) 
     out = sys.stdout
     if as_json:
         record = result.to_dict()
-        if explanation is not None:
+        if isinstance(explanation, list):  # multi-label: one per chosen label
+            record["explanations"] = [each.to_dict() for each in explanation]
+        elif explanation is not None:
             record["explanation"] = explanation.to_dict()
         out.write(json.dumps(record, ensure_ascii=False) + "\n")
         return
-    shown = list(result.probabilities.items())[: top_k or 1]
-    out.write("\t".join(f"{label}\t{p:.4f}" for label, p in shown) + "\n")
-    if explanation is not None:
-        from rnnclf.explain import highlighted, summary
+    if result.labels is not None:  # multi-label: every chosen label with its probability
+        chosen = [f"{label}:{result.probabilities[label]:.4f}" for label in result.labels]
+        out.write((" ".join(chosen) if chosen else NO_LABEL) + "\n")
+    else:
+        shown = list(result.probabilities.items())[: top_k or 1]
+        out.write("\t".join(f"{label}\t{p:.4f}" for label, p in shown) + "\n")
+    from rnnclf.explain import highlighted, summary
 
-        out.write(f"  why {explanation.label}: {summary(explanation)}\n")
+    for each in explanations(explanation):
+        out.write(f"  why {each.label}: {summary(each)}\n")
         out.flush()  # rich writes the next line through the same stream
-        stdout.print(Text("  ") + highlighted(explanation))
+        stdout.print(Text("  ") + highlighted(each))
+
+
+def explanations(explanation: Any) -> list[Any]:
+    """One explanation, a list of them (multi-label: one per chosen label), or none, as a list."""
+    if explanation is None:
+        return []
+    return explanation if isinstance(explanation, list) else [explanation]
 
 
 def runs_table(rows: list[dict[str, Any]], folder: Path) -> None:
@@ -194,7 +246,12 @@ def info_grid(details: dict[str, Any]) -> None:
     grid.add_row("labels", Text(f"{len(labels)}: {', '.join(labels)}"))
     metrics = details["metrics"]
     scores = [
-        f"{split} accuracy {_number(metrics[split].get('accuracy'))} macro-F1 "
+        (
+            f"{split} micro-F1 {_number(metrics[split].get('micro_f1'))} "
+            if "micro_f1" in metrics[split]
+            else ""
+        )
+        + f"{split} accuracy {_number(metrics[split].get('accuracy'))} macro-F1 "
         f"{_number(metrics[split].get('macro_f1'))}"
         for split in ("valid", "test")
         if split in metrics
@@ -210,10 +267,15 @@ def info_grid(details: dict[str, Any]) -> None:
         grid.add_row(f"  {name}", "; ".join(parts))
     if "blend" in metrics:
         grid.add_row("  blend", f"linear share {metrics['blend']['share']:.1f}, chosen on validation")
+    if "thresholds" in metrics:  # multi-label
+        values = sorted(set(metrics["thresholds"]["values"].values()))
+        shown = f"{values[0]:.2f}" if len(values) == 1 else f"{values[0]:.2f}-{values[-1]:.2f}"
+        grid.add_row("thresholds", f"{metrics['thresholds']['mode']}: {shown}, chosen on validation")
     baseline = metrics.get("baseline")
     if baseline and "valid" in baseline:
-        accuracy = _number(baseline["valid"].get("accuracy"))
-        grid.add_row("baseline", f"{baseline['model']} (not saved): valid accuracy {accuracy}")
+        name = "micro-F1" if baseline["valid"].get("multi_label") else "accuracy"
+        value = _number(baseline["valid"].get("micro_f1" if name == "micro-F1" else "accuracy"))
+        grid.add_row("baseline", f"{baseline['model']} (not saved): valid {name} {value}")
     stdout.print(grid)
 
 

@@ -65,7 +65,9 @@ class Reporter:
         self.message(
             f"epoch {row['epoch']}/{self._epochs} train_loss {row['train_loss']:.4f} "
             f"valid_loss {row['valid_loss']:.4f} valid_accuracy {row['valid_accuracy']:.4f} "
-            f"valid_macro_f1 {row['valid_macro_f1']:.4f} {row['words_per_s']:,.0f} words/s "
+            f"valid_macro_f1 {row['valid_macro_f1']:.4f} "
+            + (f"valid_micro_f1 {row['valid_micro_f1']:.4f} " if "valid_micro_f1" in row else "")
+            + f"{row['words_per_s']:,.0f} words/s "
             f"{row['seconds']:.1f}s{'  *best' if row.get('best') else ''}"
         )
 

@@ -73,6 +73,9 @@ class Progress:
             "valid_loss": valid["loss"],
             "valid_accuracy": valid["accuracy"],
             "valid_macro_f1": valid["macro_f1"],
+            # Multi-label: micro-F1 at the thresholds chosen on this validation pass (valid_accuracy is
+            # subset accuracy there).
+            **({"valid_micro_f1": valid["micro_f1"]} if valid.get("multi_label") else {}),
             "words_per_s": self.words_per_s,
             "seconds": self.partial["seconds"],
             "lr": lr,

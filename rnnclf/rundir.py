@@ -9,6 +9,7 @@ back what training wrote.
         best.pt                      the model to use
         last.pt                      everything needed to resume
         learning_curves.png confusion_matrix.png tensorboard/   optional pictures and logs
+        (multi-label runs: per_label_f1.png instead of confusion_matrix.png)
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ LAST = "last.pt"
 PRETRAIN = "pretrain"  # the language-model stage's own run folder inside a run (pretrain.epochs > 0)
 LEARNING_CURVES = "learning_curves.png"
 CONFUSION_MATRIX = "confusion_matrix.png"
+PER_LABEL = "per_label_f1.png"  # multi-label runs: per-label F1 bars instead of a confusion matrix
 TENSORBOARD = "tensorboard"
 # What makes a folder a run folder (for `rnnclf runs`).
 RUN_FILES = (CONFIG, HISTORY, BEST, LAST)

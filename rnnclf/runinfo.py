@@ -18,6 +18,7 @@ import yaml
 
 from rnnclf import rundir
 from rnnclf.errors import RnnclfError
+from rnnclf.schema import monitor_of
 
 
 def model_summary(config: dict[str, Any]) -> str:
@@ -60,7 +61,7 @@ def run_summary(folder: Path) -> dict[str, Any]:
     section = lambda name: config.get(name) if isinstance(config.get(name), dict) else {}  # noqa: E731
     history = rundir.read_history(folder)
     metrics = rundir.read_metrics(folder) or {}
-    monitor = section("train").get("monitor", "valid_accuracy")
+    monitor = monitor_of(section("train").get("monitor", "auto"), bool(section("data").get("multi_label")))
     best_rows = [row for row in history if row.get("best")]
     best = best_rows[-1] if best_rows else None
     test = metrics.get("test") if isinstance(metrics.get("test"), dict) else {}
@@ -134,10 +135,10 @@ def duration(seconds: float | None) -> str:
 def coverage(path: str, config: Any, vocabulary: Any) -> dict[str, Any]:
     """Share of a data file's tokens (as the model sees them: tokenized, truncated) that are in the
     vocabulary; the rest become <unk>. Also the share of distinct words."""
-    from rnnclf.data import read_examples
+    from rnnclf.data import read_configured
     from rnnclf.encoding import tokens_of
 
-    examples = read_examples(path, config.data.format, config.data.text_column, config.data.label_column)
+    examples = read_configured(path, config.data)
     counts: Counter[str] = Counter()
     for text in examples.texts:
         counts.update(tokens_of(text, config.text))
@@ -202,7 +203,7 @@ def checkpoint_info(path: str | Path, data: str | None = None) -> dict[str, Any]
         info["metrics"]["best_epoch"] = metrics.get("best_epoch")
         info["metrics"]["train_seconds"] = metrics.get("train_seconds")
         # Each add-on part beside the whole, the blend's chosen share, and the linear baseline.
-        for key in ("components", "blend", "baseline"):
+        for key in ("components", "blend", "baseline", "thresholds"):
             if key in metrics:
                 info["metrics"][key] = metrics[key]
     else:  # last.pt, a copied checkpoint, or an unfinished run: the epoch rows inside the checkpoint
@@ -213,5 +214,5 @@ def checkpoint_info(path: str | Path, data: str | None = None) -> dict[str, Any]
 
 
 def _scores(report: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    names = ("accuracy", "macro_f1", "loss")
+    names = ("accuracy", "macro_f1", "micro_f1", "loss")
     return {name: report[prefix + name] for name in names if prefix + name in report}

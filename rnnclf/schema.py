@@ -34,6 +34,16 @@ class DataConfig(Section):
     valid_fraction: float = Field(
         0.1, gt=0.0, lt=1.0, description="stratified share of train held out when valid is null"
     )
+    multi_label: bool = Field(
+        False,
+        description="several labels per document (sigmoid per label, thresholds chosen on validation); "
+        "csv/tsv: labels joined by label_separator, jsonl: a list, fasttext: every __label__",
+    )
+    label_separator: str = Field(
+        ",",
+        min_length=1,
+        description="multi-label csv/tsv (and jsonl/parquet strings): joins a document's labels",
+    )
     unlabeled: str | list[str] | None = Field(
         None,
         description="texts without labels for language-model pretraining (pretrain.epochs): a file or a "
@@ -153,11 +163,20 @@ class TrainConfig(Section):
     patience: int | None = Field(
         3, ge=1, description="stop after this many epochs without improvement; null: never"
     )
-    monitor: Literal["valid_loss", "valid_accuracy", "valid_macro_f1"] = Field(
-        "valid_accuracy", description="metric that picks best.pt and drives early stopping"
+    monitor: Literal["auto", "valid_loss", "valid_accuracy", "valid_macro_f1", "valid_micro_f1"] = Field(
+        "auto",
+        description="metric that picks best.pt and drives early stopping; auto: valid_accuracy, or "
+        "valid_micro_f1 with data.multi_label (multi-label: valid_accuracy is subset accuracy)",
     )
     class_weights: Literal["none", "auto"] | list[float] = Field(
-        "none", description="none, auto (inverse class frequency) or one weight per label (sorted names)"
+        "none",
+        description="none, auto (inverse class frequency; multi-label: per-label positive weight "
+        "negatives/positives, at most 10) or one weight per label (sorted names)",
+    )
+    thresholds: Literal["global", "per_label"] | float = Field(
+        "global",
+        description="multi-label decision thresholds: global (one, chosen on validation for micro-F1), "
+        "per_label (each label's chosen on validation for its F1), or a fixed number in (0, 1)",
     )
     ema: float | None = Field(
         None,
@@ -176,6 +195,13 @@ class TrainConfig(Section):
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="fp32; bf16 (fast on recent CPUs and GPUs); fp16 (CUDA only)"
     )
+
+    @field_validator("thresholds")
+    @classmethod
+    def _threshold_inside(cls, value: Any) -> Any:
+        if isinstance(value, float) and not 0.0 < value < 1.0:
+            raise ValueError("a fixed threshold must lie strictly between 0 and 1")
+        return value
 
     @field_validator("class_weights")
     @classmethod
@@ -216,6 +242,16 @@ class Config(Section):
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (for YAML, JSON and checkpoints)."""
         return self.model_dump(mode="json")
+
+    def monitored(self) -> str:
+        """train.monitor with auto resolved: valid_micro_f1 for multi-label data, else valid_accuracy."""
+        return monitor_of(self.train.monitor, self.data.multi_label)
+
+
+def monitor_of(monitor: str, multi_label: bool) -> str:
+    if monitor != "auto":
+        return monitor
+    return "valid_micro_f1" if multi_label else "valid_accuracy"
 
 
 SECTIONS: dict[str, type[Section]] = {

@@ -24,6 +24,7 @@ TAGS = {
     "valid_loss": "loss/valid",
     "valid_accuracy": "valid/accuracy",
     "valid_macro_f1": "valid/macro_f1",
+    "valid_micro_f1": "valid/micro_f1",
     "lr": "train/lr",
     "words_per_s": "train/words_per_s",
     "padding": "train/padding",
@@ -93,7 +94,7 @@ def write_final(run_dir: str | Path, metrics: dict[str, Any]) -> None:
     step = metrics.get("epochs_run", 0)
     with SummaryWriter(str(Path(run_dir) / rundir.TENSORBOARD)) as writer:
         for split in ("valid", "test"):
-            for name in ("accuracy", "macro_f1", "loss"):
+            for name in ("accuracy", "macro_f1", "micro_f1", "loss"):
                 value = (metrics.get(split) or {}).get(name)
                 if isinstance(value, (int, float)):
                     writer.add_scalar(f"best/{split}_{name}", value, global_step=step)

@@ -36,7 +36,7 @@ from rnnclf.pretrain import LM_FILE, language_model_stage
 from rnnclf.report import Reporter, Silent
 from rnnclf.resume import TrainingState, check_resumable, load_last
 from rnnclf.runtime import check_precision, prepare_cpu, seed_everything
-from rnnclf.scoring import evaluate
+from rnnclf.scoring import evaluate, headline
 from rnnclf.stopping import Interrupted, StopFlag
 from rnnclf.vectors import load_pretrained
 
@@ -56,6 +56,7 @@ def train(
     and runs/LATEST as it was. Under torchrun every process calls this; only rank 0 writes files."""
     prepare_cpu()
     resolve_names(config)  # bare corpus or vectors names (data.train: imdb) -> fetched files
+    config.train.monitor = config.monitored()  # auto -> valid_accuracy, or valid_micro_f1 (multi-label)
     reporter = reporter or Reporter(quiet=True)
     stop = stop if stop is not None else StopFlag()
     if run_dir is None:
@@ -124,9 +125,10 @@ def _baseline(config: Config, prepared: Prepared, processes: Processes, reporter
         return None
     baseline = processes.from_primary(lambda: linear_baseline(prepared))
     if "valid" in baseline:
+        name, value = headline(baseline["valid"])
         reporter.message(
-            f"linear baseline ({baseline['model']}; reported, not saved): valid accuracy "
-            f"{baseline['valid']['accuracy']:.4f} ({baseline['seconds']:.1f}s)"
+            f"linear baseline ({baseline['model']}; reported, not saved): valid {name} "
+            f"{value:.4f} ({baseline['seconds']:.1f}s)"
         )
     return baseline
 
@@ -248,7 +250,16 @@ def _train(
                 raise Interrupted(signal, run_dir)
         # Each epoch validates the recurrent model alone (a blend's share is chosen at the end).
         raw = state.average.swapped_in(model) if state.average is not None else None
-        valid = evaluate(recurrent, prepared.valid, labels, device, settings.precision, weights, processes)
+        valid = evaluate(  # multi-label: at thresholds chosen on this pass (train.thresholds)
+            recurrent,
+            prepared.valid,
+            labels,
+            device,
+            settings.precision,
+            weights,
+            processes,
+            settings.thresholds,
+        )
         if raw is not None:
             model.load_state_dict(raw)
         lr, padding = state.schedule.get_last_lr()[0], padding_fraction(lengths, batches)

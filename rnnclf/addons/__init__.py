@@ -33,9 +33,10 @@ def build_model(
         for _ in range(config.ensemble.members)
     ]
     # A single member stays a plain Classifier, whose weights are named without a member prefix.
-    recurrent = members[0] if len(members) == 1 else Ensemble(members)
+    recurrent = members[0] if len(members) == 1 else Ensemble(members, config.data.multi_label)
     if config.linear.ngrams == 0:
         return recurrent
+
     return Blend(recurrent, NgramLogistic(config.linear.ngrams, num_classes))
 
 

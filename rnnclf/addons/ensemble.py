@@ -17,21 +17,31 @@ from rnnclf.model import Classifier
 
 class Ensemble(nn.Module):
     """(ids (B, T), lengths (B,)) -> log of the members' mean probability (B, C), fp32: softmax gives
-    that mean and argmax its best class."""
+    that mean and argmax its best class. multi_label: the logit of each label's mean sigmoid probability
+    (B, L), so sigmoid gives that mean."""
 
-    def __init__(self, members: list[Classifier]) -> None:
+    def __init__(self, members: list[Classifier], multi_label: bool = False) -> None:
         super().__init__()
         self.members = nn.ModuleList(members)
+        self.multi_label = multi_label
 
     @property
     def num_classes(self) -> int:
         return self.members[0].num_classes
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return average(torch.stack([member(ids, lengths) for member in self.members], dim=1))
+        stacked = torch.stack([member(ids, lengths) for member in self.members], dim=1)  # (B, K, C)
+        return average(stacked, self.multi_label)
 
 
-def average(logits: torch.Tensor) -> torch.Tensor:
-    """Members' logits (B, K, C) -> log of their mean probability (B, C), fp32."""
-    log_probabilities = torch.log_softmax(logits.float(), dim=-1)  # (B, K, C)
-    return torch.logsumexp(log_probabilities, dim=1) - math.log(logits.size(1))  # (B, C)
+def average(logits: torch.Tensor, multi_label: bool = False) -> torch.Tensor:
+    """Members' logits (B, K, C) -> log of their mean probability (B, C), fp32. multi_label: per label,
+    the logit of the mean sigmoid probability p, log p - log(1 - p), both from log-sigmoids (stable)."""
+    logits = logits.float()
+    log_k = math.log(logits.size(1))
+    if multi_label:
+        log_p = torch.logsumexp(nn.functional.logsigmoid(logits), dim=1) - log_k  # (B, L)
+        log_not_p = torch.logsumexp(nn.functional.logsigmoid(-logits), dim=1) - log_k  # (B, L)
+        return log_p - log_not_p
+    log_probabilities = torch.log_softmax(logits, dim=-1)  # (B, K, C)
+    return torch.logsumexp(log_probabilities, dim=1) - log_k  # (B, C)

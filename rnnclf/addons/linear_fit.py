@@ -1,5 +1,6 @@
 """Fitting the linear n-gram model (rnnclf.addons.linear) on a training split: NB-scaled features, then
-softmax regression with an L2 penalty solved to convergence (L-BFGS, full batch):
+softmax regression (multi-label data: one-vs-rest, a sigmoid per label) with an L2 penalty solved to
+convergence (L-BFGS, full batch):
 
     minimise  mean cross-entropy + 1 / (2 C N) * ||W||^2        W: (F, classes), N training documents
 
@@ -64,9 +65,16 @@ def fit(
     table = table[kept]  # (F,) sorted
     features = table.numel()
     labels = data.labels
-    # counts[f, c]: training documents of class c that contain feature f.
-    counts = torch.bincount(feature * num_classes + labels[document], minlength=features * num_classes)
-    scale = log_count_ratio(counts.view(features, num_classes), labels, num_classes)  # (F,)
+    multi_label = data.multi_label  # labels (N, L) 0/1: one-vs-rest, a sigmoid per label
+    seen = None
+    if multi_label:
+        # counts[f, l]: training documents with label l that contain feature f; seen[f]: with any label.
+        counts = torch.zeros(features, num_classes).index_add_(0, feature, labels[document].float())
+        seen = torch.bincount(feature, minlength=features).double()
+    else:
+        # counts[f, c]: training documents of class c that contain feature f.
+        counts = torch.bincount(feature * num_classes + labels[document], minlength=features * num_classes)
+    scale = log_count_ratio(counts.view(features, num_classes), labels, num_classes, seen)  # (F,)
     values = scale[feature]
     # (N, F): document n contains feature f, value |r_f|; and its transpose for the gradient.
     with warnings.catch_warnings():  # "sparse CSR support is in beta": nothing a user can act on
@@ -80,7 +88,7 @@ def fit(
     weight = torch.zeros(features, num_classes)
     bias = torch.zeros(num_classes)
     penalty = 1.0 / (c * len(data))
-    target = nn.functional.one_hot(labels, num_classes).float()  # (N, C)
+    target = labels.float() if multi_label else nn.functional.one_hot(labels, num_classes).float()  # (N, C)
     optimizer = torch.optim.LBFGS(
         [weight, bias], lr=1, max_iter=iterations, history_size=10, line_search_fn="strong_wolfe"
     )
@@ -88,16 +96,26 @@ def fit(
     def objective() -> torch.Tensor:
         # The gradient by hand (softmax minus target, back through x_t): sparse autograd would
         # transpose x at every evaluation.
-        log_p = torch.log_softmax(x @ weight + bias, dim=1)  # (N, C)
-        loss = -(log_p * target).sum() / len(data) + 0.5 * penalty * weight.square().sum()
-        residual = (log_p.exp() - target) / len(data)  # (N, C): d loss / d logits
+        logits = x @ weight + bias  # (N, C)
+        if multi_label:  # binary cross-entropy summed over labels: each label its own regression
+            data_loss = nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="sum")
+            probabilities = torch.sigmoid(logits)
+        else:
+            log_p = torch.log_softmax(logits, dim=1)
+            data_loss, probabilities = -(log_p * target).sum(), log_p.exp()
+        loss = data_loss / len(data) + 0.5 * penalty * weight.square().sum()
+        residual = (probabilities - target) / len(data)  # (N, C): d loss / d logits
         weight.grad = x_t @ residual + penalty * weight  # (F, C)
         bias.grad = residual.sum(dim=0)
         return loss
 
     with torch.no_grad():
         optimizer.step(objective)
-        correct = ((x @ weight + bias).argmax(dim=1) == labels).float().mean().item()
+        scores = x @ weight + bias  # (N, C)
+        if multi_label:  # exact set at probability 0.5
+            correct = ((scores > 0) == labels.bool()).all(dim=1).float().mean().item()
+        else:
+            correct = (scores.argmax(dim=1) == labels).float().mean().item()
         model.keys = table
         model.weight = weight * scale.unsqueeze(1)  # (F, C): value |r| times its weight
         model.bias = bias.clone()
@@ -105,12 +123,21 @@ def fit(
     return Fit(features, correct, int(steps), time.perf_counter() - started)
 
 
-def log_count_ratio(counts: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+def log_count_ratio(
+    counts: torch.Tensor, labels: torch.Tensor, num_classes: int, seen: torch.Tensor | None = None
+) -> torch.Tensor:
     """counts: (R, C) training documents of each class containing each row's n-gram(s); labels: (N,)
-    the training labels -> (R,) float32: each row's max over classes of |log-count ratio| (see above)."""
-    seen = counts.sum(dim=1, dtype=torch.float64)  # (R,): documents of any class
-    documents = torch.bincount(labels, minlength=num_classes).double()  # (C,)
-    total = documents.sum()
+    the training labels -> (R,) float32: each row's max over classes of |log-count ratio| (see above).
+    Multi-label: labels (N, L) 0/1, and seen (R,) the documents containing each row's n-gram(s) (a
+    document with several labels counts once there, in each of its labels' columns of counts)."""
+    if labels.dim() == 2:
+        documents = labels.sum(dim=0, dtype=torch.float64)  # (L,)
+        total = torch.tensor(float(labels.size(0)), dtype=torch.float64)
+    else:
+        documents = torch.bincount(labels, minlength=num_classes).double()  # (C,)
+        total = documents.sum()
+    if seen is None:
+        seen = counts.sum(dim=1, dtype=torch.float64)  # (R,): documents of any class
     weights = torch.zeros(counts.size(0), dtype=torch.float64)
     # One class at a time: (R,) temporaries, not (R, C) ones (500,000 buckets x 20 classes in float64
     # would be 80 MB each).

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rnnclf.data.delimited import read_delimited
 from rnnclf.data.digest import file_digest
@@ -31,20 +32,31 @@ from rnnclf.data.fasttext import read_fasttext
 from rnnclf.data.folders import read_folder
 from rnnclf.data.formats import FORMATS, chosen_format, detect_format
 from rnnclf.data.jsonl import read_jsonl
+from rnnclf.data.labelsets import LabelSet, warn_if_joined, warn_unlabelled
 from rnnclf.data.parquet import read_parquet
 from rnnclf.data.source import data_error, decode, display_name, log, plural, read_bytes
 from rnnclf.data.split import stratified_split
 
 # The public API; the other functions are helpers (importable, but free to change).
-__all__ = ["FORMATS", "Examples", "detect_format", "file_digest", "read_examples", "stratified_split"]
+__all__ = [
+    "FORMATS",
+    "Examples",
+    "LabelSet",
+    "detect_format",
+    "file_digest",
+    "read_configured",
+    "read_examples",
+    "stratified_split",
+]
 
 
 @dataclass
 class Examples:
-    """A data set as parallel lists: texts[i] has class name labels[i]; source is the path, for messages."""
+    """A data set as parallel lists: texts[i] has class name labels[i] (multi-label data: a sorted tuple of
+    class names, maybe empty); source is the path, for messages."""
 
     texts: list[str]
-    labels: list[str]
+    labels: list[str] | list[LabelSet]
     source: str
 
     def __len__(self) -> int:
@@ -52,14 +64,26 @@ class Examples:
 
 
 def read_examples(
-    path: str | Path, format: str = "auto", text_column: str = "text", label_column: str = "label"
+    path: str | Path,
+    format: str = "auto",
+    text_column: str = "text",
+    label_column: str = "label",
+    multi_label: bool = False,
+    separator: str = ",",
 ) -> Examples:
-    """Read a data set in one of FORMATS; raises RnnclfError (one line, naming the file) for bad input."""
+    """Read a data set in one of FORMATS; raises RnnclfError (one line, naming the file) for bad input.
+    multi_label: each document's labels as a sorted tuple (csv/tsv: joined by `separator`)."""
     path = Path(path)
     source = display_name(path)
     if not path.exists():
         raise data_error(source, "no such file")
     chosen = chosen_format(path, format)
+    if chosen == "folder" and multi_label:
+        raise data_error(
+            source,
+            "folder-per-class data cannot hold several labels per document (data.multi_label: true); "
+            "use csv/tsv (labels joined by data.label_separator), jsonl (a list) or fastText lines",
+        )
     if chosen == "folder":
         if not path.is_dir():
             raise data_error(source, "is a file, but format folder needs a directory <folder>/<class>/*.txt")
@@ -69,26 +93,39 @@ def read_examples(
             raise data_error(
                 source, f"is a directory; format {chosen} needs a file (use format folder for <class>/*.txt)"
             )
-        texts, labels = read_file(path, source, chosen, text_column, label_column)
+        multi = separator if multi_label else None
+        texts, labels = read_file(path, source, chosen, text_column, label_column, multi)
     if not texts:
         raise data_error(source, "no examples (empty data set)")
     warn_empty_texts(texts, source)
+    if multi_label:
+        warn_unlabelled(labels, source)
+    else:
+        warn_if_joined(labels, separator, source)
     return Examples(texts=texts, labels=labels, source=source)
 
 
+def read_configured(path: str | Path, data: Any) -> Examples:
+    """read_examples with a config's data section (format, columns, multi_label, label_separator)."""
+    return read_examples(
+        path, data.format, data.text_column, data.label_column, data.multi_label, data.label_separator
+    )
+
+
 def read_file(
-    path: Path, source: str, format: str, text_column: str, label_column: str
-) -> tuple[list[str], list[str]]:
+    path: Path, source: str, format: str, text_column: str, label_column: str, separator: str | None = None
+) -> tuple[list[str], list]:
+    """separator: multi-label data (labels joined by it where a format needs joining); None: single-label."""
     data = read_bytes(path, source)
     if format in ("csv", "tsv"):
         delimiter = "," if format == "csv" else "\t"
-        return read_delimited(data, source, delimiter, text_column, label_column)
+        return read_delimited(data, source, delimiter, text_column, label_column, separator)
     if format == "parquet":
-        return read_parquet(data, source, text_column, label_column)
+        return read_parquet(data, source, text_column, label_column, separator)
     text = decode(data, source)
     if format == "jsonl":
-        return read_jsonl(text, source, text_column, label_column)
-    return read_fasttext(text, source)
+        return read_jsonl(text, source, text_column, label_column, separator)
+    return read_fasttext(text, source, multi_label=separator is not None)
 
 
 def warn_empty_texts(texts: list[str], source: str) -> None:

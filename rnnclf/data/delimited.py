@@ -12,6 +12,7 @@ import io
 import sys
 from collections import Counter
 
+from rnnclf.data.labelsets import LabelSet, split_labels
 from rnnclf.data.source import MAX_COLUMNS_LISTED, data_error, decode, plural, quote
 from rnnclf.errors import RnnclfError
 
@@ -29,16 +30,22 @@ def is_blank(row: list[str]) -> bool:
 
 
 def read_delimited(
-    data: bytes, source: str, delimiter: str, text_column: str, label_column: str
-) -> tuple[list[str], list[str]]:
-    """Rows of a csv/tsv file with a header row; text and label columns are chosen by header name."""
+    data: bytes,
+    source: str,
+    delimiter: str,
+    text_column: str,
+    label_column: str,
+    separator: str | None = None,
+) -> tuple[list[str], list[str] | list[LabelSet]]:
+    """Rows of a csv/tsv file with a header row; text and label columns are chosen by header name.
+    separator: multi-label data, each label cell holds labels joined by it (None: one label a row)."""
     allow_huge_fields()
     # TextIOWrapper decodes while csv reads: measurably faster than decoding to a str and wrapping it in
     # StringIO, and csv gets a real file object so quoted newlines stay inside their field.
     stream = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", newline="")
     reader = csv.reader(stream, delimiter=delimiter, strict=True)
     texts: list[str] = []
-    labels: list[str] = []
+    labels: list = []
     # The line where the next row starts: csv.Error is raised while reading a row, before we see it.
     next_line = 1
     header: list[str] | None = None
@@ -62,6 +69,11 @@ def read_delimited(
                     continue
                 raise ragged_row_error(row, header, delimiter, source, row_line)
             label = row[label_at]
+            if separator is not None:
+                where = f"column {quote(header[label_at])}"
+                texts.append(row[text_at])
+                labels.append(split_labels(label, separator, source, row_line, where))
+                continue
             if not label or label.isspace():
                 raise data_error(source, f"empty label in column {quote(header[label_at])}", line=row_line)
             texts.append(row[text_at])
@@ -72,7 +84,7 @@ def read_delimited(
         raise data_error(source, "invalid UTF-8; re-save the file as UTF-8") from None
     except csv.Error as error:
         raise csv_error(error, source, next_line, reader.line_num) from None
-    return texts, strip_labels(labels)
+    return texts, labels if separator is not None else strip_labels(labels)
 
 
 def header_names(header: list[str]) -> list[str]:

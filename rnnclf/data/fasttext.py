@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from rnnclf.data.labelsets import LabelSet, label_set
 from rnnclf.data.source import data_error, log, plural, quote
 
 LABEL_PREFIX = "__label__"
 
 
-def read_fasttext(text: str, source: str) -> tuple[list[str], list[str]]:
-    """Lines "__label__<class> text"; only the first label of a multi-label line is kept (one warning)."""
+def read_fasttext(text: str, source: str, multi_label: bool = False) -> tuple[list[str], list]:
+    """Lines "__label__<class> text". Single-label: only the first label of a multi-label line is kept
+    (one warning). multi_label: every leading label, as a sorted tuple (a line may have none)."""
+    if multi_label:
+        return read_fasttext_sets(text, source)
     texts: list[str] = []
     labels: list[str] = []
     several_labels = 0
@@ -31,7 +35,8 @@ def read_fasttext(text: str, source: str) -> tuple[list[str], list[str]]:
         labels.append(label)
     if several_labels:
         log.warning(
-            "%s: %s with several labels; only the first label of each was kept (single-label classifier)",
+            "%s: %s with several labels; only the first label of each was kept (single-label classifier; "
+            "set data.multi_label: true to keep them all)",
             source,
             plural(several_labels, "line"),
         )
@@ -43,3 +48,21 @@ def drop_leading_labels(rest: str) -> str:
         words = rest.split(None, 1)
         rest = words[1] if len(words) > 1 else ""
     return rest
+
+
+def read_fasttext_sets(text: str, source: str) -> tuple[list[str], list[LabelSet]]:
+    """Multi-label lines: every leading "__label__X" is a label; a line with none has no label."""
+    texts: list[str] = []
+    labels: list[LabelSet] = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        rest = line.strip()
+        if not rest:
+            continue
+        found = []
+        while rest.startswith(LABEL_PREFIX):
+            words = rest.split(None, 1)
+            found.append(words[0][len(LABEL_PREFIX) :])
+            rest = words[1] if len(words) > 1 else ""
+        texts.append(rest.strip())
+        labels.append(label_set(found, source, number, "the line's __label__ prefixes", line.strip()))
+    return texts, labels

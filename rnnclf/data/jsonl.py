@@ -6,21 +6,29 @@ import difflib
 import json
 
 from rnnclf.data.delimited import strip_labels
+from rnnclf.data.labelsets import LabelSet, label_set, split_labels
 from rnnclf.data.source import MAX_COLUMNS_LISTED, data_error, quote
 
 
-def read_jsonl(text: str, source: str, text_column: str, label_column: str) -> tuple[list[str], list[str]]:
-    """One JSON object per line; the text and label are fields named text_column and label_column."""
+def read_jsonl(
+    text: str, source: str, text_column: str, label_column: str, separator: str | None = None
+) -> tuple[list[str], list[str] | list[LabelSet]]:
+    """One JSON object per line; the text and label are fields named text_column and label_column.
+    separator: multi-label data, the label field is a list (or a string of labels joined by separator,
+    or null: none of them); None: one label a line."""
     texts: list[str] = []
-    labels: list[str] = []
+    labels: list = []
     # Split on "\n" only: str.splitlines also splits on U+2028 etc., which JSON allows raw inside strings.
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         record = parse_json_line(line, source, number)
         texts.append(json_text(record, text_column, source, number))
-        labels.append(json_label(record, label_column, source, number))
-    return texts, strip_labels(labels)
+        if separator is None:
+            labels.append(json_label(record, label_column, source, number))
+        else:
+            labels.append(json_labels(record, label_column, separator, source, number))
+    return texts, labels if separator is not None else strip_labels(labels)
 
 
 def parse_json_line(line: str, source: str, number: int) -> dict:
@@ -64,6 +72,29 @@ def json_text(record: dict, field: str, source: str, number: int) -> str:
     return value
 
 
+def json_labels(record: dict, field: str, separator: str, source: str, number: int) -> LabelSet:
+    """A multi-label field: a list of labels, a string of labels joined by separator, or null (none)."""
+    value = json_field(record, field, "label", source, number)
+    where = f"field {quote(field)}"
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return split_labels(value, separator, source, number, where)
+    items = value if isinstance(value, list) else [value]
+    if any(isinstance(item, (dict, list)) or item is None for item in items):
+        raise data_error(
+            source, f"label field {quote(field)} must be a list of strings or numbers", line=number
+        )
+    return label_set(map(scalar_label, items), source, number, where, value)
+
+
+def scalar_label(value: object) -> str:
+    # Class ids are often written as numbers or booleans; labels are class names, so turn them into strings.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 def json_label(record: dict, field: str, source: str, number: int) -> str:
     value = json_field(record, field, "label", source, number)
     # Class ids are often written as numbers or booleans; labels are class names, so turn them into strings.
@@ -74,9 +105,12 @@ def json_label(record: dict, field: str, source: str, number: int) -> str:
     elif isinstance(value, str):
         label = value
     else:
+        hint = (
+            "; for several labels per document set data.multi_label: true" if isinstance(value, list) else ""
+        )
         raise data_error(
             source,
-            f"label field {quote(field)} must be a string, number or boolean, got {json_type(value)}",
+            f"label field {quote(field)} must be a string, number or boolean, got {json_type(value)}{hint}",
             line=number,
         )
     if not label.strip():

@@ -12,14 +12,16 @@ import json
 from typing import Any
 
 from rnnclf.data.delimited import column_position, strip_labels
+from rnnclf.data.labelsets import LabelSet, label_set, split_labels
 from rnnclf.data.source import data_error, quote
 from rnnclf.errors import MissingExtra
 
 
 def read_parquet(
-    data: bytes, source: str, text_column: str, label_column: str
-) -> tuple[list[str], list[str]]:
-    """The text and label columns of a Parquet file's bytes."""
+    data: bytes, source: str, text_column: str, label_column: str, separator: str | None = None
+) -> tuple[list[str], list]:
+    """The text and label columns of a Parquet file's bytes. separator: multi-label data (a list column,
+    or strings of labels joined by it); None: one label a row."""
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -38,11 +40,32 @@ def read_parquet(
     texts = [
         text_of(value, row, text_column, source) for row, value in enumerate(table.column(0).to_pylist(), 1)
     ]
-    labels = [
-        label_of(value, row, label_column, source, class_names)
-        for row, value in enumerate(table.column(1).to_pylist(), 1)
-    ]
+    values = enumerate(table.column(1).to_pylist(), 1)
+    if separator is not None:
+        return texts, [
+            labels_of(value, row, label_column, source, class_names, separator) for row, value in values
+        ]
+    labels = [label_of(value, row, label_column, source, class_names) for row, value in values]
     return texts, strip_labels(labels)
+
+
+def labels_of(
+    value: Any, row: int, column: str, source: str, class_names: list[str] | None, separator: str
+) -> LabelSet:
+    """A multi-label cell: a list (of names or ClassLabel numbers), a joined string, or null (none)."""
+    if value is None:
+        return ()
+    where = f"row {row} of column {quote(column)}"
+    if isinstance(value, str):
+        return split_labels(value, separator, source, None, where)
+    items = value if isinstance(value, list) else [value]
+    return label_set(
+        (label_of(item, row, column, source, class_names) if item is not None else "" for item in items),
+        source,
+        None,
+        where,
+        value,
+    )
 
 
 def huggingface_class_names(metadata: dict[bytes, bytes] | None, column: str) -> list[str] | None:
