@@ -184,7 +184,7 @@ def _vocabulary(
     return vocab
 
 
-def _cache_key(config: Config, extra_counts: Counter[str] | None, vocab: Vocab | None) -> str:
+def _cache_key(config: Config, extra_counts: Counter[str] | None = None, vocab: Vocab | None = None) -> str:
     data = config.data
     files = [data.train, data.valid, data.test]
     description = {
