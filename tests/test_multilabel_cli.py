@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_cli import cli, ok, user_error
+from test_export import runner
 
 from rnnclf.predict import Predictor
-from tests.test_cli import cli, ok, user_error
-from tests.test_export import runner
 
 KEYWORDS = {
     "food": ["pizza", "pasta", "bread", "cheese", "soup"],

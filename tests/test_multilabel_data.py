@@ -144,7 +144,7 @@ def test_fixed_threshold_outside_zero_one_is_an_error_naming_the_key(value: floa
 
 
 def test_parquet_list_column_and_joined_strings(tmp_path: Path) -> None:
-    from tests.test_parquet import write_parquet
+    from test_parquet import write_parquet
 
     lists = write_parquet(tmp_path / "l.parquet", {"text": ["a", "b", "c"], "label": [["y", "x"], [], None]})
     assert read(lists) == [("x", "y"), (), ()]
