@@ -169,11 +169,7 @@ def pretrain(
             "pretrain.epochs = 0: rnnclf pretrain needs at least one epoch (--set pretrain.epochs=3)"
         )
     reporter = reporter or Reporter(quiet=True)
-    if run_dir is None:
-        configured = config.output.run_dir
-        run_dir = Path(configured) if configured else rundir.latest_run() if resume else None
-    folder = Path(run_dir) if run_dir is not None else rundir.new_run_dir(Path(name), None)
-    config.output.run_dir = str(folder)
+    folder = rundir.chosen(config, run_dir, resume, name)
     with data_parallel(config.train.device) as processes, rundir.opened(folder, resume, processes.primary):
         if not processes.primary:
             reporter = Silent()

@@ -53,6 +53,17 @@ def new_run_dir(config_path: Path, configured: str | None) -> Path:
     return candidate
 
 
+def chosen(config: Any, run_dir: str | Path | None, resume: bool, name: str) -> Path:
+    """Where a run goes: run_dir, else output.run_dir, else (resume) the latest run, else
+    runs/<name>-<date>-<time>. Recorded in config.output.run_dir."""
+    if run_dir is None:
+        configured = config.output.run_dir
+        run_dir = Path(configured) if configured else latest_run() if resume else None
+    folder = Path(run_dir) if run_dir is not None else new_run_dir(Path(name), None)
+    config.output.run_dir = str(folder)
+    return folder
+
+
 def check_fresh(run_dir: Path) -> None:
     """A new (not resumed) run must not overwrite an earlier run's checkpoints."""
     if (run_dir / LAST).exists() or (run_dir / BEST).exists() or (run_dir / PRETRAIN / LAST).exists():

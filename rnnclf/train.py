@@ -59,11 +59,7 @@ def train(
     config.train.monitor = config.monitored()  # auto -> valid_accuracy, or valid_micro_f1 (multi-label)
     reporter = reporter or Reporter(quiet=True)
     stop = stop if stop is not None else StopFlag()
-    if run_dir is None:
-        configured = config.output.run_dir
-        run_dir = Path(configured) if configured else rundir.latest_run() if resume else None
-    folder = Path(run_dir) if run_dir is not None else rundir.new_run_dir(Path(name), None)
-    config.output.run_dir = str(folder)
+    folder = rundir.chosen(config, run_dir, resume, name)
     with data_parallel(config.train.device) as processes, rundir.opened(folder, resume, processes.primary):
         if not processes.primary:
             reporter = Silent()

@@ -254,3 +254,20 @@ def test_concat_pooling_joins_max_mean_and_last() -> None:
     assert torch.equal(pooled[:, 6:12], model.pool(states, lengths, "mean"))
     assert torch.equal(pooled[:, 12:], model.pool(states, lengths, "last"))
     assert model(torch.randint(1, 10, (2, 5)), lengths).shape == (2, 2)
+
+
+def test_unlabeled_files_in_every_format(tmp_path: Path) -> None:
+    from rnnclf.data.unlabeled import read_texts
+    from rnnclf.errors import RnnclfError
+
+    (tmp_path / "a.txt").write_text("__label__x first text\n\n  \nsecond text\n")
+    assert read_texts(tmp_path / "a.txt") == ["first text", "second text"]
+    write_csv(tmp_path / "b.csv", [("csv one", "x"), ("", "y"), ("csv two", "z")])
+    assert read_texts(tmp_path / "b.csv") == ["csv one", "csv two"]  # the label column is ignored
+    (tmp_path / "c.jsonl").write_text('{"body": "json one"}\n\n{"body": "json two"}\n')
+    assert read_texts(tmp_path / "c.jsonl", "body") == ["json one", "json two"]
+    (tmp_path / "d.jsonl").write_text('{"body": "fine"}\n{"other": 1}\n')
+    with pytest.raises(RnnclfError, match=r"d.jsonl: line 2: no text field 'body'"):
+        read_texts(tmp_path / "d.jsonl", "body")
+    with pytest.raises(RnnclfError, match="no such file"):
+        read_texts(tmp_path / "missing.txt")

@@ -22,20 +22,7 @@ def read_parquet(
 ) -> tuple[list[str], list]:
     """The text and label columns of a Parquet file's bytes. separator: multi-label data (a list column,
     or strings of labels joined by it); None: one label a row."""
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise MissingExtra("reading Parquet files", "pyarrow", "parquet") from None
-    try:
-        file = pq.ParquetFile(pa.BufferReader(data))
-        names = file.schema_arrow.names
-        text_at = column_position(names, text_column, "text", source, None)
-        label_at = column_position(names, label_column, "label", source, None)
-        table = file.read(columns=[names[text_at], names[label_at]])
-    except (pa.ArrowException, OSError) as error:
-        reason = " ".join(str(error).split())[:200]
-        raise data_error(source, f"not a readable Parquet file ({reason})") from None
+    file, table = read_columns(data, source, [(text_column, "text"), (label_column, "label")])
     class_names = huggingface_class_names(file.schema_arrow.metadata, label_column)
     texts = [
         text_of(value, row, text_column, source) for row, value in enumerate(table.column(0).to_pylist(), 1)
@@ -114,8 +101,9 @@ def label_of(value: Any, row: int, column: str, source: str, class_names: list[s
     return label
 
 
-def read_parquet_column(data: bytes, source: str, column: str) -> list[Any]:
-    """One column of a Parquet file's bytes, by name (unlabeled texts)."""
+def read_columns(data: bytes, source: str, wanted: list[tuple[str, str]]) -> tuple[Any, Any]:
+    """(the pyarrow ParquetFile, a table of the `wanted` columns) of a Parquet file's bytes; wanted holds
+    (column name, its role: "text" or "label", for the messages)."""
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -124,8 +112,13 @@ def read_parquet_column(data: bytes, source: str, column: str) -> list[Any]:
     try:
         file = pq.ParquetFile(pa.BufferReader(data))
         names = file.schema_arrow.names
-        at = column_position(names, column, "text", source, None)
-        return file.read(columns=[names[at]]).column(0).to_pylist()
+        positions = [column_position(names, name, role, source, None) for name, role in wanted]
+        return file, file.read(columns=[names[at] for at in positions])
     except (pa.ArrowException, OSError) as error:
         reason = " ".join(str(error).split())[:200]
         raise data_error(source, f"not a readable Parquet file ({reason})") from None
+
+
+def read_parquet_column(data: bytes, source: str, column: str) -> list[Any]:
+    """One column of a Parquet file's bytes, by name (unlabeled texts)."""
+    return read_columns(data, source, [(column, "text")])[1].column(0).to_pylist()
