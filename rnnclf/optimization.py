@@ -65,11 +65,10 @@ def make_schedule(
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warmup over train.warmup of all steps, then constant, cosine or linear decay to 0. With
     gradual unfreezing, a group at depth d is held at lr 0 (frozen) for its first d epochs."""
-    schedule = schedule_of(optimizer, config.train.warmup, config.train.schedule, total_steps)
+    shape = lr_factor(config.train.warmup, config.train.schedule, total_steps)
     if not config.train.gradual_unfreezing:
-        return schedule
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, shape)
     per_epoch = max(1, total_steps // config.train.epochs)
-    shape = schedule.lr_lambdas[0]
 
     def held(depth: int) -> Callable[[int], float]:
         return lambda step: shape(step) if step // per_epoch >= depth else 0.0
@@ -83,6 +82,11 @@ def schedule_of(
     optimizer: torch.optim.Optimizer, warmup_share: float, shape: str, total_steps: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warmup over warmup_share of all steps, then constant, cosine or linear decay to 0."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(warmup_share, shape, total_steps))
+
+
+def lr_factor(warmup_share: float, shape: str, total_steps: int) -> Callable[[int], float]:
+    """The learning rate's multiplier at each step: linear warmup, then constant, cosine or linear decay."""
     warmup = int(warmup_share * total_steps)
 
     def factor(step: int) -> float:
@@ -95,7 +99,7 @@ def schedule_of(
             return 0.5 * (1.0 + math.cos(math.pi * progress))
         return 1.0 - progress
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return factor
 
 
 # Multi-label class_weights auto: a label's positive weight is negatives / positives, capped here so a
