@@ -7,7 +7,10 @@ of steps after a warm-up, and prints token-directions/s for the language model (
 reads every word twice) and words/s for the classifier, median of --repeats.
 
     python bench/lm_speed.py --data ../shared/data/imdb/train.csv.gz --hidden 256 --embedding 128 \
-        --batch 64 128 256 --samples 1024
+        --batch 64 128 256 --samples 1024 --window 70
+
+--window N trains the language model on windows of N words (rnnclf pretrain's pretrain.window); 0 on
+whole documents. The classifier always reads whole documents.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from rnnclf.config import validate  # noqa: E402
 from rnnclf.language_model import LanguageModel  # noqa: E402
 from rnnclf.model import Classifier  # noqa: E402
 from rnnclf.prepare import prepare  # noqa: E402
+from rnnclf.pretrain import windows  # noqa: E402
 from rnnclf.runtime import autocast  # noqa: E402
 
 
@@ -85,6 +89,7 @@ def main() -> None:
     parser.add_argument("--bidirectional", type=int, default=1)
     parser.add_argument("--batch", type=int, nargs="+", default=[64, 128, 256])
     parser.add_argument("--samples", type=int, nargs="+", default=[1024])
+    parser.add_argument("--window", type=int, default=70, help="language-model window (0: documents)")
     parser.add_argument("--precision", default="bf16")
     parser.add_argument("--max-length", type=int, default=400)
     parser.add_argument("--tokens", type=int, default=400_000, help="words timed per measurement")
@@ -102,18 +107,23 @@ def main() -> None:
     vocab = int(data.ids.max()) + 1
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, vocabulary {vocab}, "
           f"{len(data)} documents, E{args.embedding} H{args.hidden} "
-          f"{'bi' if args.bidirectional else 'uni'}directional, {args.precision}")  # fmt: skip
+          f"{'bi' if args.bidirectional else 'uni'}directional, {args.precision}, "
+          f"language-model window {args.window or 'whole documents'}")  # fmt: skip
+    pieces = windows(data, args.window)
     for batch_size in args.batch:
         batches = training_batches(data.lengths, batch_size, torch.Generator().manual_seed(0))
         mean_words = float(data.lengths.float().mean()) * batch_size
         steps = max(3, int(args.tokens / mean_words))
+        lm_batches = training_batches(pieces.lengths, batch_size, torch.Generator().manual_seed(0))
+        lm_steps = max(3, int(args.tokens / (float(pieces.lengths.float().mean()) * batch_size)))
         for samples in args.samples:
             torch.manual_seed(0)
             lm = LanguageModel(vocab, config.model)
             lm.set_unigram(torch.bincount(data.ids.long(), minlength=vocab))
-            lm_step = lm_stepper(lm, data, samples, args.precision)
-
-            rates = [timed_steps(lm_step, batches[r * steps :], 2, steps) for r in range(args.repeats)]
+            lm_step = lm_stepper(lm, pieces, samples, args.precision)
+            rates = [
+                timed_steps(lm_step, lm_batches[r * lm_steps :], 2, lm_steps) for r in range(args.repeats)
+            ]
             print(f"language model  batch {batch_size:4d} samples {samples:5d}: "
                   f"{statistics.median(rates):9,.0f} token-directions/s  "
                   f"(runs: {', '.join(f'{r:,.0f}' for r in rates)})", flush=True)  # fmt: skip

@@ -98,6 +98,29 @@ def subset(data: Encoded, indices: torch.Tensor) -> Encoded:
     )
 
 
+def windows(data: Encoded, size: int) -> Encoded:
+    """Every document cut into consecutive pieces of `size` words (the last one shorter; pieces of one
+    word, which predict nothing, dropped). A step over B windows of ~70 words costs about what a step
+    over B documents of ~70 words would, so an epoch makes (mean length / size) times more updates at
+    the same speed: with whole IMDB reviews (~230 words, batch 128) an epoch was 176 steps.
+
+        lengths [5, 2], size 2  ->  windows [2, 2, (1 dropped), 2]"""
+    if size < 1:
+        return data
+    lengths = data.lengths  # (N,)
+    pieces = (lengths + size - 1) // size  # (N,) windows per document
+    document = torch.repeat_interleave(torch.arange(lengths.numel()), pieces)  # (W,)
+    first = torch.repeat_interleave(offsets_of(pieces)[:-1], pieces)
+    number = torch.arange(int(pieces.sum())) - first  # (W,) place of each window in its document
+    starts = data.offsets[document] + number * size  # (W,)
+    sizes = torch.minimum(lengths[document] - number * size, torch.tensor(size))  # (W,)
+    keep = sizes > 1
+    starts, sizes = starts[keep], sizes[keep]
+    within = torch.arange(int(sizes.sum())) - torch.repeat_interleave(offsets_of(sizes)[:-1], sizes)
+    ids = data.ids[torch.repeat_interleave(starts, sizes) + within]
+    return Encoded.from_lengths(ids, sizes, torch.zeros(sizes.numel(), dtype=torch.int64))
+
+
 def joined(first: Encoded, second: Encoded) -> Encoded:
     return Encoded.from_lengths(
         torch.cat([first.ids, second.ids]),
@@ -202,7 +225,8 @@ def language_model_stage(
         found = load_pretrained([model.embedding], corpus.vocab, config.model.pretrained_vectors)
         reporter.message(f"pretrained vectors: {found} of {len(corpus.vocab)} vocabulary words found")
     model.to(device)
-    lengths = corpus.train.lengths
+    train = windows(corpus.train, settings.window)
+    lengths = train.lengths
     per_epoch = len(training_batches(lengths, settings.batch_size, torch.Generator().manual_seed(0)))
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, fused=processes.size == 1)
     schedule = schedule_of(optimizer, WARMUP, "linear", per_epoch * settings.epochs)
@@ -254,7 +278,7 @@ def language_model_stage(
         for indices in batches[progress.step :]:
             mine = shard(indices, processes.rank, processes.size) if processes.size > 1 else indices
             everyone = predicted(lengths[indices], model.directions)  # the global batch's words
-            ids, batch_lengths, _ = collate(corpus.train, mine if len(mine) else indices[:1])
+            ids, batch_lengths, _ = collate(train, mine if len(mine) else indices[:1])
             with autocast(precision, device):
                 nll, _ = net(ids.to(device), batch_lengths, settings.samples)
             share = nll * (processes.size / max(everyone, 1)) if len(mine) else nll * 0.0

@@ -124,15 +124,18 @@ class PretrainConfig(Section):
         description="passes of language-model pretraining on the training texts (+ data.unlabeled) before "
         "the classifier trains from it, in the same run (rnnclf pretrain runs this stage alone). 0: off",
     )
-    batch_size: int = Field(128, ge=1, description="documents per language-model step")
+    batch_size: int = Field(64, ge=1, description="text windows (pretrain.window) per language-model step")
+    window: int = Field(
+        70,
+        ge=0,
+        description="words per training sequence: documents are cut into windows of this many words, so an "
+        "epoch takes many more (smaller) steps; 0: whole documents",
+    )
     lr: float = Field(0.003, gt=0.0, description="peak learning rate of the language model (Adam)")
     samples: int = Field(
         1024,
         ge=0,
         description="words drawn per step for the sampled softmax (fast on CPU); 0: the full softmax",
-    )
-    holdout: float = Field(
-        0.02, gt=0.0, lt=0.5, description="share of the pretraining texts held out to measure perplexity"
     )
 
 

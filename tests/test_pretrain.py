@@ -12,6 +12,7 @@ from conftest import write_csv, write_tiny_project
 from typer.testing import CliRunner
 
 from rnnclf import checkpoint
+from rnnclf.batching import Encoded
 from rnnclf.cli import app
 from rnnclf.config import ModelConfig, load
 from rnnclf.distributed import Processes
@@ -19,13 +20,36 @@ from rnnclf.language_model import LanguageModel
 from rnnclf.model import Classifier
 from rnnclf.optimization import depth_of, make_optimizer, make_schedule
 from rnnclf.prepare import prepare
-from rnnclf.pretrain import build_corpus, pretrain
+from rnnclf.pretrain import build_corpus, pretrain, windows
 from rnnclf.stopping import Interrupted
 
 
 def run(*args: str) -> object:
     result = CliRunner().invoke(app, list(args))
     return result
+
+
+def test_documents_are_cut_into_windows_in_order() -> None:
+    # Documents 0..4 (5 words) and 5..6 (2 words), windows of 2: [0 1] [2 3] ([4] predicts nothing) [5 6].
+    data = Encoded.from_lengths(
+        torch.arange(7, dtype=torch.int32), torch.tensor([5, 2]), torch.zeros(2, dtype=torch.int64)
+    )
+    pieces = windows(data, 2)
+    assert pieces.ids.tolist() == [0, 1, 2, 3, 5, 6]
+    assert pieces.lengths.tolist() == [2, 2, 2]
+    pieces = windows(data, 3)
+    assert [
+        pieces.ids[a:b].tolist() for a, b in zip(pieces.offsets[:-1], pieces.offsets[1:], strict=True)
+    ] == [
+        [0, 1, 2],
+        [3, 4],
+        [5, 6],
+    ]
+    assert windows(data, 0) is data  # 0: whole documents
+    long = Encoded.from_lengths(
+        torch.arange(1000, dtype=torch.int32), torch.tensor([1000]), torch.zeros(1, dtype=torch.int64)
+    )
+    assert windows(long, 70).lengths.tolist() == [70] * 14 + [20]
 
 
 @pytest.mark.parametrize("layers", [1, 2])
