@@ -15,12 +15,13 @@ directions of layer l (input 2H); here it reads its own direction's states and z
 other's, so no word can be predicted from a state that has already read it. (Those zero halves of
 the layer-(l+1) input weights keep their initial values; fine-tuning trains them.)
 
-The output layer is one (V, H) matrix shared by both directions. A full softmax over 30,000+ words
-costs ~7x the recurrence per token on CPU (2 * H * V multiply-adds against the LSTM's 8 * H * (E + H)),
-so training uses a sampled softmax (Jean et al. 2015): each step scores the true next word against
-`samples` words drawn once per batch from the unigram distribution to the power 0.75, with the
-log-probability of being drawn subtracted (the correction that keeps the estimate consistent) and
-accidental hits of the true word masked. Evaluation (perplexity) uses the full softmax.
+The output layer is the word vectors themselves, (V, E), shared by both directions (top states wider
+than E are projected to E first). A full softmax over 30,000+ words costs several times the recurrence
+per token on CPU (E * V multiply-adds against the LSTM's 4 * H * (E + H)), so training uses a sampled
+softmax (Jean et al. 2015): each step scores the true next word against `samples` words drawn once per
+batch from the unigram distribution to the power 0.75, with the log-probability of being drawn
+subtracted (the correction that keeps the estimate consistent) and accidental hits of the true word
+masked. Evaluation (perplexity) uses the full softmax.
 """
 
 from __future__ import annotations
@@ -48,7 +49,13 @@ class LanguageModel(nn.Module):
         self.embedding_dropout = nn.Dropout(config.embedding_dropout)
         self.layers = recurrent_layers(config)
         self.dropout = nn.Dropout(config.dropout)
-        self.decoder = nn.Linear(config.hidden_dim, vocab_size)
+        # The output layer shares the word vectors (Press & Wolf 2017): decoder.weight is embedding.weight,
+        # (V, E). A state wider than a word vector is first projected to E (no bias), so each word the
+        # softmax scores costs E multiply-adds instead of H: at E128/H256 half the softmax's work.
+        wider = config.hidden_dim != config.embedding_dim
+        self.projection = nn.Linear(config.hidden_dim, config.embedding_dim, bias=False) if wider else None
+        self.decoder = nn.Linear(config.embedding_dim, vocab_size)
+        self.decoder.weight = self.embedding.weight
         # Drawing distribution for sampled softmax, (V,); set from word counts by set_unigram.
         self.register_buffer("sampling", torch.ones(vocab_size) / vocab_size, persistent=False)
         self.frequent = 0  # the most often drawn word: a harmless stand-in target where none is wanted
@@ -65,8 +72,9 @@ class LanguageModel(nn.Module):
         return {k: v for k, v in self.state_dict().items() if k.startswith(ENCODER_PREFIXES)}
 
     def states(self, ids: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
-        """ids (B, T), lengths (B,) -> per direction the top layer's states (B, T, H), each in its own
-        reading order (direction 1: reversed within each document's length)."""
+        """ids (B, T), lengths (B,) -> per direction the states each word is predicted from, (B, T, E): the
+        top layer's (projected to E when H differs), each in its own reading order (direction 1:
+        reversed within each document's length)."""
         x = self.embedding_dropout(self.embedding(ids))  # (B, T, E)
         inputs = [x]
         if self.directions == 2:
@@ -82,7 +90,8 @@ class LanguageModel(nn.Module):
                         zeros = torch.zeros_like(x)
                         x = torch.cat([x, zeros] if direction == 0 else [zeros, x], dim=-1)
                 x, _ = cells[direction](x)  # (B, T, H)
-            tops.append(self.dropout(x))
+            x = self.dropout(x)
+            tops.append(x if self.projection is None else self.projection(x))  # (B, T, E)
         return tops
 
     def forward(

@@ -94,6 +94,24 @@ def test_full_softmax_loss_is_the_cross_entropy_of_the_next_and_previous_word() 
     assert float(total.detach()) == pytest.approx(expected, rel=1e-5)
 
 
+def test_output_layer_is_the_word_vectors_and_wide_states_are_projected() -> None:
+    wide = LanguageModel(30, ModelConfig(embedding_dim=8, hidden_dim=12, dropout=0.0, embedding_dropout=0.0))
+    assert wide.decoder.weight is wide.embedding.weight  # one (V, E) matrix
+    assert wide.projection is not None and wide.projection.weight.shape == (8, 12)
+    ids, lengths = torch.tensor([[3, 4, 5]]), torch.tensor([3])
+    assert all(s.shape == (1, 3, 8) for s in wide.states(ids, lengths))
+    total, _ = wide(ids, lengths)
+    total.backward()  # the word vectors learn from the softmax too, even words never read as input
+    assert wide.embedding.weight.grad[20].abs().sum() > 0
+    narrow = LanguageModel(30, ModelConfig(embedding_dim=8, hidden_dim=8))
+    assert narrow.projection is None and narrow.decoder.weight is narrow.embedding.weight
+    # A saved language model loads with the tie intact.
+    again = LanguageModel(30, ModelConfig(embedding_dim=8, hidden_dim=12, dropout=0.0, embedding_dropout=0.0))
+    again.load_state_dict(wide.state_dict())
+    assert again.decoder.weight is again.embedding.weight
+    assert torch.equal(again.decoder.weight, wide.embedding.weight)
+
+
 def test_sampled_softmax_trains_the_language_model() -> None:
     """A few hundred steps of the sampled loss lower the exact (full-softmax) loss on a repetitive text."""
     torch.manual_seed(2)
