@@ -64,6 +64,15 @@ def offsets_of(lengths: torch.Tensor) -> torch.Tensor:
     return offsets
 
 
+def ranges(starts: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Positions start..start+length-1 of every range, back to back: starts (N,), lengths (N,) int64 ->
+    (lengths.sum(),) int64. Gathers whole documents (or pieces of them) out of flat token ids.
+
+        starts [5, 0], lengths [2, 3]  ->  [5 6 0 1 2]"""
+    first = torch.cumsum(lengths, dim=0) - lengths  # (N,) where each range begins in the output
+    return torch.arange(int(lengths.sum())) + torch.repeat_interleave(starts - first, lengths)
+
+
 def training_batches(
     lengths: torch.Tensor, batch_size: int, generator: torch.Generator
 ) -> list[torch.Tensor]:

@@ -19,7 +19,7 @@ from itertools import count
 
 import torch
 
-from rnnclf.batching import Encoded, offsets_of
+from rnnclf.batching import Encoded, offsets_of, ranges
 from rnnclf.config import TextConfig
 from rnnclf.fasttokens import tokenize_many
 from rnnclf.text import get_tokenizer
@@ -69,12 +69,8 @@ class Part:
     def select(self, documents: list[int]) -> Part:
         """The given documents, in the given order."""
         index = torch.tensor(documents, dtype=torch.int64)
-        starts, lengths = self.offsets[index], self.lengths[index]  # (D,), (D,)
-        # Token positions of every chosen document, back to back: start of its document + rank in it.
-        first = torch.cumsum(lengths, dim=0) - lengths  # (D,) where each document begins in the output
-        shift = torch.repeat_interleave(starts - first, lengths)  # (tokens,)
-        positions = torch.arange(int(lengths.sum())) + shift
-        return Part(self.itos, self.ids[positions], lengths)
+        lengths = self.lengths[index]  # (D,)
+        return Part(self.itos, self.ids[ranges(self.offsets[index], lengths)], lengths)
 
 
 def tokenize_part(texts: list[str], text_config: TextConfig) -> Part:

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from rnnclf import checkpoint, rundir
-from rnnclf.batching import Encoded, collate, evaluation_batches, offsets_of, shard, training_batches
+from rnnclf.batching import Encoded, collate, evaluation_batches, ranges, shard, training_batches
 from rnnclf.config import Config, dump
 from rnnclf.data.unlabeled import read_texts
 from rnnclf.distributed import Processes, data_parallel, prepare_once
@@ -90,11 +90,8 @@ def lm_path(value: str | Path) -> Path:
 def subset(data: Encoded, indices: torch.Tensor) -> Encoded:
     """Documents `indices` (in that order) as their own data set."""
     lengths = data.lengths[indices]  # (n,)
-    starts = data.offsets[indices]  # (n,)
-    # Flat position of every kept token: its document's start in `data` plus its place in the document.
-    within = torch.arange(int(lengths.sum())) - torch.repeat_interleave(offsets_of(lengths)[:-1], lengths)
     return Encoded.from_lengths(
-        data.ids[torch.repeat_interleave(starts, lengths) + within], lengths, data.labels[indices]
+        data.ids[ranges(data.offsets[indices], lengths)], lengths, data.labels[indices]
     )
 
 
@@ -110,14 +107,12 @@ def windows(data: Encoded, size: int) -> Encoded:
     lengths = data.lengths  # (N,)
     pieces = (lengths + size - 1) // size  # (N,) windows per document
     document = torch.repeat_interleave(torch.arange(lengths.numel()), pieces)  # (W,)
-    first = torch.repeat_interleave(offsets_of(pieces)[:-1], pieces)
-    number = torch.arange(int(pieces.sum())) - first  # (W,) place of each window in its document
+    number = ranges(torch.zeros_like(pieces), pieces)  # (W,) place of each window in its document
     starts = data.offsets[document] + number * size  # (W,)
     sizes = torch.minimum(lengths[document] - number * size, torch.tensor(size))  # (W,)
     keep = sizes > 1
     starts, sizes = starts[keep], sizes[keep]
-    within = torch.arange(int(sizes.sum())) - torch.repeat_interleave(offsets_of(sizes)[:-1], sizes)
-    ids = data.ids[torch.repeat_interleave(starts, sizes) + within]
+    ids = data.ids[ranges(starts, sizes)]
     return Encoded.from_lengths(ids, sizes, torch.zeros(sizes.numel(), dtype=torch.int64))
 
 
