@@ -37,6 +37,12 @@ ModelOption = Annotated[
         "--model", "-m", help="Run folder or checkpoint file. Default: the latest run trained here."
     ),
 ]
+# train and pretrain: where the run goes, resuming it, and how much it prints.
+RunDirOption = Annotated[Path | None, typer.Option(help="Where outputs go (overrides output.run_dir).")]
+ResumeOption = Annotated[
+    bool, typer.Option(help="Continue the run in --run-dir (or the latest) from last.pt.")
+]
+QuietOption = Annotated[bool, typer.Option(help="Print only the final summary.")]
 
 
 @contextlib.contextmanager
@@ -56,11 +62,9 @@ def train(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a key: --set train.epochs=3 (repeatable).")
     ] = None,
-    run_dir: Annotated[Path | None, typer.Option(help="Where outputs go (overrides output.run_dir).")] = None,
-    resume: Annotated[
-        bool, typer.Option(help="Continue the run in --run-dir (or the latest) from last.pt.")
-    ] = False,
-    quiet: Annotated[bool, typer.Option(help="Print only the final summary.")] = False,
+    run_dir: RunDirOption = None,
+    resume: ResumeOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Train a classifier.
 
@@ -76,11 +80,9 @@ def pretrain(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a key: --set pretrain.epochs=3 (repeatable).")
     ] = None,
-    run_dir: Annotated[Path | None, typer.Option(help="Where outputs go (overrides output.run_dir).")] = None,
-    resume: Annotated[
-        bool, typer.Option(help="Continue the run in --run-dir (or the latest) from last.pt.")
-    ] = False,
-    quiet: Annotated[bool, typer.Option(help="Print only the final summary.")] = False,
+    run_dir: RunDirOption = None,
+    resume: ResumeOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Pretrain a language model on the training texts (+ data.unlabeled) for model.init_from.
 
