@@ -18,15 +18,15 @@ import time
 from pathlib import Path
 
 import torch
+from lm_speed import classifier_stepper, lm_stepper  # bench/lm_speed.py: the same steps, timed on CPU
 
-from rnnclf.batching import collate, training_batches
+from rnnclf.batching import training_batches
 from rnnclf.config import load
 from rnnclf.language_model import LanguageModel
 from rnnclf.model import Classifier
 from rnnclf.prepare import prepare
 from rnnclf.pretrain import LM_FILE, pretrain, windows
 from rnnclf.report import Reporter
-from rnnclf.runtime import autocast
 from rnnclf.train import train
 
 HERE = Path(__file__).resolve().parent
@@ -50,41 +50,20 @@ def seconds_per_step(step, batches: list[torch.Tensor], warmup: int = 3, timed: 
 
 def calibrate(config, data) -> tuple[float, float]:
     """(seconds per language-model epoch, seconds per classifier epoch), estimated from a few steps."""
-    device, precision = torch.device(config.train.device), config.train.precision
+    device, precision, vocab = (
+        torch.device(config.train.device),
+        config.train.precision,
+        int(data.ids.max()) + 1,
+    )
     pieces = windows(data, config.pretrain.window)
-    lm = LanguageModel(int(data.ids.max()) + 1, config.model).to(device)
-    optimizer = torch.optim.Adam(lm.parameters(), lr=1e-4)
-
-    def lm_step(indices: torch.Tensor) -> None:
-        ids, lengths, _ = collate(pieces, indices)
-        with autocast(precision, device):
-            total, count = lm(ids.to(device), lengths, config.pretrain.samples)
-        optimizer.zero_grad(set_to_none=True)
-        (total / count).backward()
-        optimizer.step()
-
+    lm = LanguageModel(vocab, config.model).to(device)
+    lm_step = lm_stepper(lm, pieces, config.pretrain.samples, precision, device)
     batches = training_batches(pieces.lengths, config.pretrain.batch_size, torch.Generator().manual_seed(0))
     lm_epoch = seconds_per_step(lm_step, batches) * len(batches)
-    return lm_epoch, classifier_seconds(config, data)
-
-
-def classifier_seconds(config, data) -> float:
-    """Seconds per classifier epoch, estimated from a few steps."""
-    device, precision = torch.device(config.train.device), config.train.precision
-    classifier = Classifier(int(data.ids.max()) + 1, 2, config.model).to(device)
-    optimizer = torch.optim.Adam(classifier.parameters(), lr=1e-4)
-
-    def classifier_step(indices: torch.Tensor) -> None:
-        ids, lengths, labels = collate(data, indices)
-        with autocast(precision, device):
-            logits = classifier(ids.to(device), lengths)
-        loss = torch.nn.functional.cross_entropy(logits.float(), labels.to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
+    classifier = Classifier(vocab, 2, config.model).to(device)
+    classifier_step = classifier_stepper(classifier, data, precision, device)
     batches = training_batches(data.lengths, config.train.batch_size, torch.Generator().manual_seed(0))
-    return seconds_per_step(classifier_step, batches) * len(batches)
+    return lm_epoch, seconds_per_step(classifier_step, batches) * len(batches)
 
 
 def main() -> None:

@@ -44,15 +44,17 @@ def timed_steps(step, batches, warmup: int, steps: int) -> float:
     return units / (time.perf_counter() - started)
 
 
-def lm_stepper(lm: LanguageModel, data, samples: int, precision: str):
-    """One language-model training step on a batch of document indices; returns token-directions."""
+def lm_stepper(
+    lm: LanguageModel, data, samples: int, precision: str, device: torch.device = torch.device("cpu")
+):
+    """One language-model training step on a batch of document indices; returns token-directions.
+    (`lm` already on `device`; bench/gpu_pretrain.py times it on CUDA.)"""
     optimizer = torch.optim.Adam(lm.parameters(), lr=1e-3, fused=True)
-    device = torch.device("cpu")
 
     def step(indices: torch.Tensor) -> int:
         ids, lengths, _ = collate(data, indices)
         with autocast(precision, device):
-            total, count = lm(ids, lengths, samples)
+            total, count = lm(ids.to(device), lengths, samples)
         optimizer.zero_grad(set_to_none=True)
         (total / count).backward()
         torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
@@ -62,16 +64,17 @@ def lm_stepper(lm: LanguageModel, data, samples: int, precision: str):
     return step
 
 
-def classifier_stepper(classifier: Classifier, data, precision: str):
+def classifier_stepper(
+    classifier: Classifier, data, precision: str, device: torch.device = torch.device("cpu")
+):
     """One classifier training step on a batch of document indices; returns words."""
     optimizer = torch.optim.Adam(classifier.parameters(), lr=1e-3, fused=True)
-    device = torch.device("cpu")
 
     def step(indices: torch.Tensor) -> int:
         ids, lengths, labels = collate(data, indices)
         with autocast(precision, device):
-            logits = classifier(ids, lengths)
-        loss = torch.nn.functional.cross_entropy(logits.float(), labels)
+            logits = classifier(ids.to(device), lengths)
+        loss = torch.nn.functional.cross_entropy(logits.float(), labels.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(classifier.parameters(), 1.0)
