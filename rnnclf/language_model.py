@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from rnnclf.config import ModelConfig
-from rnnclf.model import gather_time, recurrent_layers, reverse_index
+from rnnclf.model import SequenceDropout, gather_time, recurrent_layers, reverse_index, run_cell
 
 # Keys of a classifier's state_dict that the language model trains: the encoder.
 ENCODER_PREFIXES = ("embedding.", "layers.")
@@ -46,9 +46,9 @@ class LanguageModel(nn.Module):
         self.config = config
         self.directions = 2 if config.bidirectional else 1
         self.embedding = nn.Embedding(vocab_size, config.embedding_dim, padding_idx=pad_index)
-        self.embedding_dropout = nn.Dropout(config.embedding_dropout)
+        self.embedding_dropout = SequenceDropout(config.embedding_dropout, config.variational_dropout)
         self.layers = recurrent_layers(config)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = SequenceDropout(config.dropout, config.variational_dropout)
         # The output layer shares the word vectors (Press & Wolf 2017): decoder.weight is embedding.weight,
         # (V, E). A state wider than a word vector is first projected to E (no bias), so each word the
         # softmax scores costs E multiply-adds instead of H: at E128/H256 half the softmax's work.
@@ -89,7 +89,7 @@ class LanguageModel(nn.Module):
                     ):  # this direction's half of a (B, T, 2H) input; zeros for the other
                         zeros = torch.zeros_like(x)
                         x = torch.cat([x, zeros] if direction == 0 else [zeros, x], dim=-1)
-                x, _ = cells[direction](x)  # (B, T, H)
+                x = run_cell(cells[direction], x, self.config.weight_drop)  # (B, T, H)
             x = self.dropout(x)
             tops.append(x if self.projection is None else self.projection(x))  # (B, T, E)
         return tops

@@ -38,6 +38,39 @@ def gather_time(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.size(-1)))
 
 
+class SequenceDropout(nn.Module):
+    """Dropout on (B, T, C) sequences. variational: one mask per document and channel, shared by every
+    time step (Gal & Ghahramani 2016; AWD-LSTM's "locked" dropout), so a dropped feature stays dropped
+    for the whole document instead of flickering per word. Other shapes, and variational off: plain
+    dropout. No weights, so checkpoints are the same either way."""
+
+    def __init__(self, p: float, variational: bool = False) -> None:
+        super().__init__()
+        self.p = p
+        self.variational = variational
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        if not self.variational or x.dim() != 3:
+            return nn.functional.dropout(x, self.p, training=True)
+        keep = x.new_empty(x.size(0), 1, x.size(2)).bernoulli_(1 - self.p)  # (B, 1, C)
+        return x * keep / (1 - self.p)
+
+
+def run_cell(cell: nn.RNNBase, x: torch.Tensor, weight_drop: float = 0.0) -> torch.Tensor:
+    """x (B, T, I) -> the single-layer cell's states (B, T, H).
+
+    weight_drop > 0 (while training): DropConnect on the hidden-to-hidden weights (AWD-LSTM, Merity et
+    al. 2018), one mask per batch shared by every time step. The dropped (G*H, H) matrix is passed in
+    for this call only (torch.func.functional_call), so the fused kernel still runs and the gradient
+    reaches the stored weight through the mask."""
+    if weight_drop == 0 or not cell.training:
+        return cell(x)[0]
+    dropped = nn.functional.dropout(cell.weight_hh_l0, weight_drop, training=True)
+    return torch.func.functional_call(cell, {"weight_hh_l0": dropped}, (x,))[0]
+
+
 def recurrent_layers(config: ModelConfig) -> nn.ModuleList:
     """layers[l][d]: one single-layer RNN per (layer, direction). The reverse direction needs its own
     input order, and layer l+1 reads both directions of layer l (input D*H). The classifier and the
@@ -69,9 +102,9 @@ class Classifier(nn.Module):
         self.unknown_index = unknown_index
         self.directions = 2 if config.bidirectional else 1
         self.embedding = nn.Embedding(vocab_size, config.embedding_dim, padding_idx=pad_index)
-        self.embedding_dropout = nn.Dropout(config.embedding_dropout)
+        self.embedding_dropout = SequenceDropout(config.embedding_dropout, config.variational_dropout)
         self.layers = recurrent_layers(config)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = SequenceDropout(config.dropout, config.variational_dropout)
         # Attention pooling: a learned scorer weighs each time step (softmax over the real steps).
         self.attention = (
             nn.Linear(config.hidden_dim * self.directions, 1) if config.pooling == "attention" else None
@@ -97,11 +130,13 @@ class Classifier(nn.Module):
         for number, directions in enumerate(self.layers):
             if number > 0:
                 x = self.dropout(x)
-            forward_states, _ = directions[0](x)  # (B, T, H)
+            forward_states = run_cell(directions[0], x, self.config.weight_drop)  # (B, T, H)
             if backward_index is None:
                 x = forward_states
             else:
-                backward_states, _ = directions[1](gather_time(x, backward_index))
+                backward_states = run_cell(
+                    directions[1], gather_time(x, backward_index), self.config.weight_drop
+                )
                 x = torch.cat([forward_states, gather_time(backward_states, backward_index)], dim=-1)
         pooled = self.pool(x, lengths)  # (B, D*H)
         return self.output(self.dropout(pooled))  # (B, C)

@@ -77,6 +77,18 @@ class ModelConfig(Section):
     word_dropout: float = Field(
         0.0, ge=0.0, lt=1.0, description="share of training tokens replaced by <unk> (teaches unseen words)"
     )
+    variational_dropout: bool = Field(
+        False,
+        description="one dropout mask per document, shared by all its words (AWD-LSTM's locked dropout), "
+        "for embedding_dropout and the dropout between layers; false: a new mask per word",
+    )
+    weight_drop: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="DropConnect on the recurrent (hidden-to-hidden) weights while training (AWD-LSTM), "
+        "one mask per batch. 0: off",
+    )
     pooling: Literal["last", "mean", "max", "attention", "concat"] = Field(
         "max",
         description="how the states over time become one vector: last, mean, max, attention, or concat "
