@@ -34,8 +34,10 @@ from rnnclf.model import SequenceDropout, gather_time, recurrent_layers, reverse
 
 # Keys of a classifier's state_dict that the language model trains: the encoder.
 ENCODER_PREFIXES = ("embedding.", "layers.")
-# Rows of full-softmax logits computed at once: 2048 x 50,000 words x 4 bytes = 400 MB at most.
-FULL_SOFTMAX_ROWS = 2048
+# Rows of full-softmax logits computed at once. Each slice makes several (rows, V) temporaries (the bf16
+# logits, their fp32 copy, the log-softmax), growing with the vocabulary: pretraining on 2,000 IMDB reviews
+# peaked at 1,360 MiB with 2048 rows and 868 MiB with 256. At 50,000 words a 256-row fp32 slice is 51 MB.
+FULL_SOFTMAX_ROWS = 256
 
 
 class LanguageModel(nn.Module):
