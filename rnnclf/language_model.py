@@ -38,6 +38,8 @@ ENCODER_PREFIXES = ("embedding.", "layers.")
 # logits, their fp32 copy, the log-softmax), growing with the vocabulary: pretraining on 2,000 IMDB reviews
 # peaked at 1,360 MiB with 2048 rows and 868 MiB with 256. At 50,000 words a 256-row fp32 slice is 51 MB.
 FULL_SOFTMAX_ROWS = 256
+# The sampled softmax's drawn words are padded to a multiple of this many (see _sampled_losses).
+WIDTH_STEP = 64
 
 
 class LanguageModel(nn.Module):
@@ -141,14 +143,21 @@ class LanguageModel(nn.Module):
         one lookup per row (not an (N, S) comparison)."""
         draws = drawn.numel()
         words = torch.unique(drawn)  # (S',) distinct
+        distinct = words.numel()
+        # The count of distinct words changes every step. Padded up to a multiple of WIDTH_STEP (with
+        # columns masked below), the (N, S') product takes a handful of widths: oneDNN caches a bf16
+        # kernel per shape, and one new width a step grew pretraining's memory by ~0.6 GB an epoch.
+        width = -(-distinct // WIDTH_STEP) * WIDTH_STEP
+        words = nn.functional.pad(words, (0, width - distinct), value=int(words[0]))  # (W,)
         log_expected = torch.log(-torch.expm1(draws * torch.log1p(-self.sampling)))  # (V,)
         weight, bias = self.decoder.weight, self.decoder.bias
         true = (hidden * weight[targets].to(hidden.dtype)).sum(-1).float()  # (N,)
         true = true + (bias[targets] - log_expected[targets])
-        sampled = hidden @ weight[words].to(hidden.dtype).t()  # (N, S')
+        sampled = hidden @ weight[words].to(hidden.dtype).t()  # (N, W)
         sampled = sampled.float() + (bias[words] - log_expected[words])  # a new tensor: safe to edit below
+        sampled[:, distinct:] = float("-inf")  # the padding
         column = torch.full_like(self.sampling, -1, dtype=torch.long)
-        column[words] = torch.arange(words.numel(), device=words.device)
+        column[words[:distinct]] = torch.arange(distinct, device=words.device)
         hit = column[targets]  # (N,): where each row's true word sits among the drawn, or -1
         rows = (hit >= 0).nonzero().squeeze(1)
         sampled[rows, hit[rows]] = float("-inf")

@@ -313,3 +313,27 @@ def test_unlabeled_files_in_every_format(tmp_path: Path) -> None:
         read_texts(tmp_path / "d.jsonl", "body")
     with pytest.raises(RnnclfError, match="no such file"):
         read_texts(tmp_path / "missing.txt")
+
+
+def test_sampled_loss_is_the_formula_over_the_distinct_drawn_words() -> None:
+    """The drawn words are padded to a fixed width for speed; the padding must change nothing: each row's
+    loss is -log softmax over [true word, distinct drawn words other than it], every score corrected by
+    the log of its expected count in the draws."""
+    torch.manual_seed(0)
+    model = LanguageModel(200, ModelConfig(embedding_dim=8, hidden_dim=8, bidirectional=False))
+    with torch.no_grad():
+        model.decoder.bias.normal_()
+    model.set_unigram(torch.randint(1, 50, (200,)))
+    hidden = torch.randn(6, 8)
+    targets = torch.tensor([5, 7, 9, 11, 5, 150])
+    drawn = torch.multinomial(model.sampling, 40, replacement=True)
+    drawn[0] = 7  # at least one accidental hit
+    losses = model._sampled_losses(hidden, targets, drawn)
+    words = torch.unique(drawn)
+    assert words.numel() % 64 != 0  # so the padding is exercised
+    expected = torch.log(-torch.expm1(40 * torch.log1p(-model.sampling)))
+    score = hidden @ model.decoder.weight.t() + model.decoder.bias - expected  # (6, V)
+    for row, target in enumerate(targets.tolist()):
+        others = [w for w in words.tolist() if w != target]
+        row_scores = torch.cat([score[row, [target]], score[row, others]])
+        assert torch.allclose(losses[row], -torch.log_softmax(row_scores, 0)[0], atol=1e-5)
