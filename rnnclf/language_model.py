@@ -1,7 +1,7 @@
 """A word-level language model whose encoder has exactly the classifier's shape, for pretraining.
 
-The encoder (embedding + one single-layer RNN per layer and direction) is built by the same function
-as rnnclf.model.Classifier's, so its weights load into a classifier by name. A bidirectional encoder
+The encoder (embedding + one single-layer RNN per layer and direction) is rnnclf.model.Encoder,
+as rnnclf.model.Classifier's is, so its weights load into a classifier by name. A bidirectional encoder
 is trained as two language models at once: direction 0 predicts each next word reading left to right,
 direction 1 predicts each previous word reading right to left (the document reversed within its
 length, as the classifier reads it):
@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from rnnclf.config import ModelConfig
-from rnnclf.model import SequenceDropout, gather_time, recurrent_layers, reverse_index, run_cell
+from rnnclf.model import Encoder, gather_time, reverse_index, run_cell
 
 # Keys of a classifier's state_dict that the language model trains: the encoder.
 ENCODER_PREFIXES = ("embedding.", "layers.")
@@ -42,17 +42,11 @@ FULL_SOFTMAX_ROWS = 256
 WIDTH_STEP = 64
 
 
-class LanguageModel(nn.Module):
+class LanguageModel(Encoder):
     """Next-word (and, bidirectional, previous-word) prediction over right-padded documents."""
 
     def __init__(self, vocab_size: int, config: ModelConfig, pad_index: int = 0) -> None:
-        super().__init__()
-        self.config = config
-        self.directions = 2 if config.bidirectional else 1
-        self.embedding = nn.Embedding(vocab_size, config.embedding_dim, padding_idx=pad_index)
-        self.embedding_dropout = SequenceDropout(config.embedding_dropout, config.variational_dropout)
-        self.layers = recurrent_layers(config)
-        self.dropout = SequenceDropout(config.dropout, config.variational_dropout)
+        super().__init__(vocab_size, config, pad_index)
         # The output layer shares the word vectors (Press & Wolf 2017): decoder.weight is embedding.weight,
         # (V, E). A state wider than a word vector is first projected to E (no bias), so each word the
         # softmax scores costs E multiply-adds instead of H: at E128/H256 half the softmax's work.

@@ -86,7 +86,21 @@ def recurrent_layers(config: ModelConfig) -> nn.ModuleList:
     return layers
 
 
-class Classifier(nn.Module):
+class Encoder(nn.Module):
+    """The word vectors and recurrent layers, with their dropouts, that the classifier and the language
+    model (rnnclf.language_model) both start with, under the same names, so weights load between them."""
+
+    def __init__(self, vocab_size: int, config: ModelConfig, pad_index: int = 0) -> None:
+        super().__init__()
+        self.config = config
+        self.directions = 2 if config.bidirectional else 1
+        self.embedding = nn.Embedding(vocab_size, config.embedding_dim, padding_idx=pad_index)
+        self.embedding_dropout = SequenceDropout(config.embedding_dropout, config.variational_dropout)
+        self.layers = recurrent_layers(config)
+        self.dropout = SequenceDropout(config.dropout, config.variational_dropout)
+
+
+class Classifier(Encoder):
     """Many-to-one recurrent classifier over padded token ids."""
 
     def __init__(
@@ -97,14 +111,8 @@ class Classifier(nn.Module):
         pad_index: int = 0,
         unknown_index: int = 1,
     ) -> None:
-        super().__init__()
-        self.config = config
+        super().__init__(vocab_size, config, pad_index)
         self.unknown_index = unknown_index
-        self.directions = 2 if config.bidirectional else 1
-        self.embedding = nn.Embedding(vocab_size, config.embedding_dim, padding_idx=pad_index)
-        self.embedding_dropout = SequenceDropout(config.embedding_dropout, config.variational_dropout)
-        self.layers = recurrent_layers(config)
-        self.dropout = SequenceDropout(config.dropout, config.variational_dropout)
         # Attention pooling: a learned scorer weighs each time step (softmax over the real steps).
         self.attention = (
             nn.Linear(config.hidden_dim * self.directions, 1) if config.pooling == "attention" else None
