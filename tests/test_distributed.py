@@ -449,3 +449,38 @@ def test_two_processes_pretrain_like_one(tmp_path: Path) -> None:
     one, two = (checkpoint.load(tmp_path / name / "lm.pt", kind=kind)["model"] for name in ("one", "two"))
     for name, tensor in one.items():
         assert (two[name] - tensor).abs().max() < WEIGHT_TOLERANCE, name
+
+
+@pytest.mark.parametrize(
+    ("arguments", "code"), [(["init-config"], 0), (["train", "missing.yaml"], 2), (["nonsense"], 2)]
+)
+def test_a_torchrun_process_leaves_with_its_output_exit_code_and_exit_handlers(
+    tmp_path: Path, arguments: list[str], code: int
+) -> None:
+    # Under torchrun main() ends the process without interpreter shutdown (a gloo thread could abort
+    # it there); nothing it printed, no exit handler and no exit code may be lost on the way out.
+    program = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('exit handler ran'))\n"
+        f"sys.argv = ['rnnclf', *{arguments!r}]\n"
+        "from rnnclf.cli import main\n"
+        "main()\n"
+    )
+    alone = subprocess.run(
+        [sys.executable, "-c", program],
+        cwd=tmp_path,
+        env=child_env(PYTHONUNBUFFERED=""),  # buffered output, as when a user pipes it
+        text=True,
+        capture_output=True,
+    )
+    job = subprocess.run(
+        [sys.executable, "-c", program],
+        cwd=tmp_path,
+        env=child_env(PYTHONUNBUFFERED="", WORLD_SIZE="2", RANK="1", LOCAL_RANK="1"),
+        text=True,
+        capture_output=True,
+    )
+    assert job.returncode == alone.returncode == code, job.stderr
+    assert job.stdout == alone.stdout
+    assert job.stdout.rstrip().endswith("exit handler ran")
+    assert job.stderr == alone.stderr
