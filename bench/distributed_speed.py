@@ -4,7 +4,7 @@
 Both run the same global batches (the first warmup + --batches batches of epoch 1, global batch 128)
 of the lecture's LSTM alone (bench/lecture.py: embedding 128, one unidirectional LSTM layer of 256,
 Adam 0.005, vocabulary 20k; no add-ons) on IMDB train, through the training loop's own pieces
-(rnnclf.distributed's data_parallel (gloo), prepare_once and my_part, rnnclf.optimization's
+(rnnclf.training.distributed's data_parallel (gloo), prepare_once and my_part, rnnclf.training.optimization's
 train_step under DistributedDataParallel, and the per-step agreement collective). Each run stops if
 its model has other weights than the lecture's.
 Words/s counts real tokens of the global batches (padding excluded) per second of wall time, timed on
@@ -42,12 +42,12 @@ def worker(data: str, batches: int, warmup: int) -> None:
     prepare_cpu()  # first thing: before torch starts its worker threads
     import torch
 
-    from rnnclf.addons import PerMember
     from rnnclf.batching import training_batches
-    from rnnclf.distributed import data_parallel, my_part, prepare_once
-    from rnnclf.model import Classifier, parameter_count
-    from rnnclf.optimization import make_optimizer, make_schedule, train_step
+    from rnnclf.models.addons import PerMember
+    from rnnclf.models.classifier import Classifier, parameter_count
     from rnnclf.runtime import seed_everything
+    from rnnclf.training.distributed import data_parallel, my_part, prepare_once
+    from rnnclf.training.optimization import make_optimizer, make_schedule, train_step
 
     config = lecture_config(data, device="cpu", seed=13)
     settings = config.train
@@ -58,7 +58,7 @@ def worker(data: str, batches: int, warmup: int) -> None:
         weights, expected = parameter_count(model), weight_count(len(prepared.vocab), len(prepared.labels))
         if weights != expected:
             sys.exit(f"not the lecture's model: {weights:,} weights, the lecture's LSTM has {expected:,}")
-        net = processes.wrap(PerMember(model))  # as in rnnclf.train: DDP wraps what steps run
+        net = processes.wrap(PerMember(model))  # as in rnnclf.training.loop: DDP wraps what steps run
         optimizer = make_optimizer(model, config, fused=False)  # as rnnclf train under torchrun
         schedule = make_schedule(optimizer, config, 10_000)
         scaler = torch.amp.GradScaler("cpu", enabled=False)

@@ -19,7 +19,7 @@ from pathlib import Path
 import fasttext
 
 from rnnclf.data import read_examples
-from rnnclf.text import get_tokenizer
+from rnnclf.text.tokenizers import get_tokenizer
 
 
 def write(path: Path, texts: list[str], labels: list[str]) -> None:

@@ -31,9 +31,9 @@ import fasttext
 import numpy as np
 
 from rnnclf.data import read_examples
-from rnnclf.text import get_tokenizer
+from rnnclf.text.tokenizers import get_tokenizer
 
-GRID = [round(0.05 * step, 2) for step in range(1, 20)]  # rnnclf.multilabel_metrics.GRID
+GRID = [round(0.05 * step, 2) for step in range(1, 20)]  # rnnclf.reports.multilabel_metrics.GRID
 LRS, EPOCHS, NGRAMS = (0.1, 0.5), (5, 25), (1, 2)
 
 
@@ -62,7 +62,8 @@ def probabilities(model: fasttext.FastText._FastText, texts: list[str], names: l
 
 
 def f1_scores(gold: np.ndarray, chosen: np.ndarray) -> tuple[float, float]:
-    """(micro-F1, macro-F1 over labels present in gold or predictions), as rnnclf.multilabel_metrics."""
+    """(micro-F1, macro-F1 over labels present in gold or predictions), as
+    rnnclf.reports.multilabel_metrics."""
     tp = (gold & chosen).sum(axis=0)
     fp = (~gold & chosen).sum(axis=0)
     fn = (gold & ~chosen).sum(axis=0)

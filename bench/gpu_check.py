@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """GPU check, a few minutes on one CUDA device: correctness against the CPU on the same weights, then
 the time of one IMDB training epoch on the GPU (fp32 and bf16) of the shipped IMDB config's recurrent
-model (rnnclf.model.Classifier from its `model:` section; add-ons such as `linear:` are not part of it).
+model (rnnclf.models.classifier.Classifier from its `model:` section; add-ons such as `linear:` are not
+part of it).
 
     python bench/gpu_check.py --data ../shared/data/imdb    # train.csv.gz and test.csv.gz inside
 
@@ -18,13 +19,13 @@ from pathlib import Path
 
 import torch
 
-from rnnclf.addons import PerMember
 from rnnclf.batching import collate, training_batches
 from rnnclf.config import ModelConfig, load
-from rnnclf.language_model import LanguageModel
-from rnnclf.model import Classifier
-from rnnclf.optimization import make_optimizer, make_schedule, train_step
+from rnnclf.models.addons import PerMember
+from rnnclf.models.classifier import Classifier
+from rnnclf.models.language_model import LanguageModel
 from rnnclf.prepare import prepare
+from rnnclf.training.optimization import make_optimizer, make_schedule, train_step
 
 HERE = Path(__file__).resolve().parent
 
@@ -105,7 +106,7 @@ def epoch_time(config_path: Path, data: Path, precision: str) -> tuple[float, fl
     prepared = prepare(config)
     device = torch.device("cuda")
     model = Classifier(len(prepared.vocab), len(prepared.labels), config.model).to(device)
-    net = PerMember(model)  # what training steps run, as in rnnclf.train: logits (B, 1, C)
+    net = PerMember(model)  # what training steps run, as in rnnclf.training.loop: logits (B, 1, C)
     optimizer = make_optimizer(model, config)
     batches = training_batches(
         prepared.train.lengths, config.train.batch_size, torch.Generator().manual_seed(0)

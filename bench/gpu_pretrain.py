@@ -22,12 +22,12 @@ from lm_speed import classifier_stepper, lm_stepper  # bench/lm_speed.py: the sa
 
 from rnnclf.batching import training_batches
 from rnnclf.config import load
-from rnnclf.language_model import LanguageModel
-from rnnclf.model import Classifier
+from rnnclf.models.classifier import Classifier
+from rnnclf.models.language_model import LanguageModel
 from rnnclf.prepare import prepare
-from rnnclf.pretrain import LM_FILE, pretrain, windows
-from rnnclf.report import Reporter
-from rnnclf.train import train
+from rnnclf.pretraining.loop import LM_FILE, pretrain, windows
+from rnnclf.reporter import Reporter
+from rnnclf.training.loop import train
 
 HERE = Path(__file__).resolve().parent
 

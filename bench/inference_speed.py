@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 
-from rnnclf.rundir import resolve_checkpoint
+from rnnclf.runs.rundir import resolve_checkpoint
 
 
 def run(command: list[str], stdin: str | None = None) -> tuple[float, str]:
@@ -43,8 +43,8 @@ def timed(command: list[str], stdin: str | None = None) -> float:
 def scoring_alone(model: str, data: str) -> tuple[int, float]:
     """(documents, documents/s) of scoring.logits_for alone over the encoded file (in this process)."""
     from rnnclf.data import read_examples
-    from rnnclf.predict import Predictor
-    from rnnclf.scoring import logits_for
+    from rnnclf.inference.predict import Predictor
+    from rnnclf.inference.scoring import logits_for
 
     predictor = Predictor.from_checkpoint(resolve_checkpoint(model))
     config = predictor.config.data
@@ -63,7 +63,7 @@ def summary(times: list[float], digits: int = 2) -> str:
 def one_at_a_time(model: str, data: str, documents: int) -> float:
     """Documents/s when each document is scored alone (batch of one)."""
     from rnnclf.data import read_examples
-    from rnnclf.predict import Predictor
+    from rnnclf.inference.predict import Predictor
 
     predictor = Predictor.from_checkpoint(resolve_checkpoint(model))
     config = predictor.config.data

@@ -22,9 +22,9 @@ import torch  # noqa: E402
 
 from rnnclf.batching import collate, training_batches  # noqa: E402
 from rnnclf.config import validate  # noqa: E402
-from rnnclf.language_model import LanguageModel  # noqa: E402
+from rnnclf.models.language_model import LanguageModel  # noqa: E402
 from rnnclf.prepare import prepare  # noqa: E402
-from rnnclf.pretrain import subset  # noqa: E402
+from rnnclf.pretraining.loop import subset  # noqa: E402
 
 
 def main() -> None:

@@ -27,10 +27,10 @@ import torch  # noqa: E402
 
 from rnnclf.batching import collate, training_batches  # noqa: E402
 from rnnclf.config import validate  # noqa: E402
-from rnnclf.language_model import LanguageModel  # noqa: E402
-from rnnclf.model import Classifier  # noqa: E402
+from rnnclf.models.classifier import Classifier  # noqa: E402
+from rnnclf.models.language_model import LanguageModel  # noqa: E402
 from rnnclf.prepare import prepare  # noqa: E402
-from rnnclf.pretrain import windows  # noqa: E402
+from rnnclf.pretraining.loop import windows  # noqa: E402
 from rnnclf.runtime import autocast  # noqa: E402
 
 

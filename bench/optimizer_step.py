@@ -3,10 +3,11 @@
 
 Why it matters: single-process training builds its optimizer with `fused=True` (one kernel per step),
 data-parallel training under torchrun with `fused=False` (foreach); this measures what that choice
-costs. Model: the recurrent model of --config (rnnclf.model.Classifier from its `model:` section; add-ons
+costs. Model: the recurrent model of --config (rnnclf.models.classifier.Classifier from its `model:`
+section; add-ons
 not included), by default the default config's (`rnnclf init-config`: bi-LSTM 128, embedding 128),
 with a vocabulary of the config's text.max_tokens (50,000 by default; IMDB and most corpora fill it)
-and --classes outputs. The optimizer is the config's, built by rnnclf.optimization.make_optimizer;
+and --classes outputs. The optimizer is the config's, built by rnnclf.training.optimization.make_optimizer;
 random gradients, gradient clipping as in training (train.clip_grad_norm). Each variant runs
 alternately, several rounds, and the median step is reported.
 
@@ -28,8 +29,8 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from rnnclf.config import Config, load, validate  # noqa: E402
-from rnnclf.model import Classifier, parameter_count  # noqa: E402
-from rnnclf.optimization import make_optimizer  # noqa: E402
+from rnnclf.models.classifier import Classifier, parameter_count  # noqa: E402
+from rnnclf.training.optimization import make_optimizer  # noqa: E402
 
 
 def step_ms(model: nn.Module, optimizer: torch.optim.Optimizer, clip: float | None, steps: int) -> float:

@@ -4,8 +4,8 @@
 Each figure is the median of --repeats runs over the same --texts reviews, in one process (warm:
 imports and first-use costs are outside the clock), for what encoding.tokenize_plain returns (local
 itos, ids, lengths: tokenized, truncated to max_length and numbered):
-  python      the pure-Python loop (rnnclf.text, RNNCLF_FAST_TOKENS=0)
-  arrow       rnnclf.fasttokens (pyarrow compute kernels), what tokenize_plain uses when installed
+  python      the pure-Python loop (rnnclf.text.tokenizers, RNNCLF_FAST_TOKENS=0)
+  arrow       rnnclf.text.fasttokens (pyarrow compute kernels), what tokenize_plain uses when installed
   tokenizers  Hugging Face tokenizers (if installed): a basic_english pipeline (normalizers Lowercase +
               Replace, pre-tokenizers WhitespaceSplit + Split, a WordLevel vocabulary of every
               token; token for token equal on IMDB, though Rust's lowercase differs from str.lower
@@ -26,10 +26,10 @@ from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
 
-from rnnclf import fasttokens
 from rnnclf.config import TextConfig
-from rnnclf.encoding import tokenize_plain
-from rnnclf.text import basic_english_tokenize
+from rnnclf.text import fasttokens
+from rnnclf.text.encoding import tokenize_plain
+from rnnclf.text.tokenizers import basic_english_tokenize
 
 IMDB = Path(__file__).resolve().parents[2] / "shared" / "data" / "imdb" / "train.csv.gz"
 

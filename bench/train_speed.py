@@ -29,12 +29,12 @@ prepare_cpu()  # first thing: before torch starts its worker threads
 import torch  # noqa: E402
 from lecture import lecture_config, weight_count  # noqa: E402  (bench/lecture.py, beside this script)
 
-from rnnclf.addons import PerMember  # noqa: E402
 from rnnclf.batching import collate, padding_fraction, training_batches  # noqa: E402
 from rnnclf.config import Config  # noqa: E402
-from rnnclf.model import Classifier, parameter_count  # noqa: E402
-from rnnclf.optimization import make_optimizer, make_schedule, train_step  # noqa: E402
+from rnnclf.models.addons import PerMember  # noqa: E402
+from rnnclf.models.classifier import Classifier, parameter_count  # noqa: E402
 from rnnclf.prepare import prepare  # noqa: E402
+from rnnclf.training.optimization import make_optimizer, make_schedule, train_step  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -47,7 +47,7 @@ def measure(config: Config, batches: int, warmup: int = 3) -> dict[str, float]:
     weights, expected = parameter_count(model), weight_count(len(prepared.vocab), len(prepared.labels))
     if weights != expected:
         sys.exit(f"not the lecture's model: {weights:,} weights, the lecture's LSTM has {expected:,}")
-    net = PerMember(model)  # what training steps run, as in rnnclf.train: logits (B, 1, C)
+    net = PerMember(model)  # what training steps run, as in rnnclf.training.loop: logits (B, 1, C)
     optimizer = make_optimizer(model, config)  # fused, as in single-process training
     schedule = make_schedule(optimizer, config, 10_000)
     scaler = torch.amp.GradScaler("cpu", enabled=False)

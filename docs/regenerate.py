@@ -79,8 +79,9 @@ def explain_svg(run: Path, out: Path) -> None:
     from rich.console import Console
     from rich.text import Text
 
-    from rnnclf.explain import explain_one, highlighted, summary
-    from rnnclf.predict import Predictor
+    from rnnclf.cli.render import highlighted
+    from rnnclf.inference.explain import explain_one, summary
+    from rnnclf.inference.predict import Predictor
 
     predictor = Predictor.from_checkpoint(run / "best.pt")
     # As the CLI prints it (no number highlighting), recorded only: nothing goes to this script's stdout.

@@ -23,10 +23,10 @@ import torch
 from rnnclf.batching import Encoded
 from rnnclf.config import Config
 from rnnclf.data import file_digest, read_configured, stratified_split
-from rnnclf.encoding import SPECIALS, UNK, Part, count_tokens, encode_part, to_part, tokenize_plain
 from rnnclf.errors import RnnclfError
 from rnnclf.files import atomic_write
-from rnnclf.vocab import Vocab, vocab_from_counts
+from rnnclf.text.encoding import SPECIALS, UNK, Part, count_tokens, encode_part, to_part, tokenize_plain
+from rnnclf.text.vocab import Vocab, vocab_from_counts
 
 log = logging.getLogger("rnnclf")
 

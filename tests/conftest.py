@@ -143,7 +143,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder (its parent's parent is the working directory it was trained in, holding runs/LATEST)."""
     from typer.testing import CliRunner
 
-    from rnnclf.cli import app
+    from rnnclf.cli.app import app
 
     root = tmp_path_factory.mktemp("tiny-run")
     config = write_tiny_project(root / "project")

@@ -1,4 +1,5 @@
-"""The linear baseline every run reports (rnnclf.baseline, `train.baseline`): fitted on the training split,
+"""The linear baseline every run reports (rnnclf.training.baseline, `train.baseline`): fitted on the
+training split,
 scored on validation, printed beside the recurrent model's score with advice when it wins, recorded in
 metrics.json, never saved in the model."""
 
@@ -11,14 +12,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from rnnclf import baseline as baseline_module
-from rnnclf import checkpoint
-from rnnclf.addons.linear import NgramLogistic
-from rnnclf.addons.linear_fit import fit
-from rnnclf.cli import app
+from rnnclf.cli.app import app
 from rnnclf.config import load
+from rnnclf.inference.scoring import logits_for
+from rnnclf.models.addons.linear import NgramLogistic
+from rnnclf.models.addons.linear_fit import fit
 from rnnclf.prepare import prepare
-from rnnclf.scoring import logits_for
+from rnnclf.runs import checkpoint
+from rnnclf.training import baseline as baseline_module
 
 
 def test_baseline_is_reported_and_recorded_but_not_saved(tiny_config: Path, tmp_path: Path) -> None:

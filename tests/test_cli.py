@@ -19,9 +19,10 @@ import yaml
 from conftest import KEYWORDS, cli_globals_restored, make_documents, write_csv, write_tiny_project
 from typer.testing import CliRunner, Result
 
-from rnnclf import checkpoint, render
 from rnnclf import config as config_module
-from rnnclf.cli import app
+from rnnclf.cli import render
+from rnnclf.cli.app import app
+from rnnclf.runs import checkpoint
 
 LABELS = sorted(KEYWORDS)
 EPOCH_KEYS = {
@@ -453,8 +454,8 @@ def test_failure_after_the_run_folder_exists_leaves_nothing(
     tiny_config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A run that fails before its first checkpoint removes its folder and is not 'the latest run'."""
-    from rnnclf import train as train_module
     from rnnclf.errors import RnnclfError
+    from rnnclf.training import loop as train_module
 
     def fail(*args: object, **kwargs: object) -> None:
         raise RnnclfError("failed during the first epoch")

@@ -30,14 +30,14 @@ import torch
 from conftest import cli_globals_restored, make_documents, write_csv, write_tiny_project
 from typer.testing import CliRunner
 
-from rnnclf import checkpoint
-from rnnclf.addons import PerMember
 from rnnclf.batching import collate, shard
-from rnnclf.cli import app
+from rnnclf.cli.app import app
 from rnnclf.config import Config
-from rnnclf.distributed import Processes, my_part
-from rnnclf.model import Classifier
-from rnnclf.optimization import train_step
+from rnnclf.models.addons import PerMember
+from rnnclf.models.classifier import Classifier
+from rnnclf.runs import checkpoint
+from rnnclf.training.distributed import Processes, my_part
+from rnnclf.training.optimization import train_step
 
 # No dropout: with it, each process draws its own masks and the runs differ by design.
 SAME_AS_ONE = ["--set", "model.dropout=0", "--set", "model.embedding_dropout=0"]
@@ -177,8 +177,8 @@ def test_parts_average_to_the_whole_batch_gradient(
 ) -> None:
     """What DDP does (average the processes' gradients) with the loss each process computes equals one
     process's gradient on the whole global batch."""
-    from rnnclf.encoding import encode_texts
-    from rnnclf.vocab import build_vocab_from_iterator
+    from rnnclf.text.encoding import encode_texts
+    from rnnclf.text.vocab import build_vocab_from_iterator
 
     documents = make_documents(batch_size, seed=3)
     vocab = build_vocab_from_iterator([text.split() for text, _ in documents], specials=["<pad>", "<unk>"])
@@ -223,9 +223,9 @@ def test_parts_average_to_the_whole_batch_gradient(
 def test_summed_parts_of_validation_equal_one_process(documents: int, size: int) -> None:
     """evaluate() with several processes: each scores its part, the sums over processes give the
     single-process figures (here the processes' sums are added up by hand)."""
-    from rnnclf.encoding import encode_texts
-    from rnnclf.scoring import evaluate
-    from rnnclf.vocab import build_vocab_from_iterator
+    from rnnclf.inference.scoring import evaluate
+    from rnnclf.text.encoding import encode_texts
+    from rnnclf.text.vocab import build_vocab_from_iterator
 
     rows = make_documents(documents, seed=5)
     vocab = build_vocab_from_iterator([text.split() for text, _ in rows], specials=["<pad>", "<unk>"])
@@ -463,7 +463,7 @@ def test_a_torchrun_process_leaves_with_its_output_exit_code_and_exit_handlers(
         "import atexit, sys\n"
         "atexit.register(lambda: print('exit handler ran'))\n"
         f"sys.argv = ['rnnclf', *{arguments!r}]\n"
-        "from rnnclf.cli import main\n"
+        "from rnnclf.cli.app import main\n"
         "main()\n"
     )
     alone = subprocess.run(

@@ -12,15 +12,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from rnnclf import checkpoint
-from rnnclf.addons import Ensemble, PerMember, build_model, members_of
-from rnnclf.cli import app
+from rnnclf.cli.app import app
 from rnnclf.config import Config, TrainConfig, load
-from rnnclf.model import Classifier
-from rnnclf.optimization import train_step
-from rnnclf.predict import Predictor
+from rnnclf.inference.predict import Predictor
+from rnnclf.inference.scoring import evaluate
+from rnnclf.models.addons import Ensemble, PerMember, build_model, members_of
+from rnnclf.models.classifier import Classifier
 from rnnclf.prepare import prepare
-from rnnclf.scoring import evaluate
+from rnnclf.runs import checkpoint
+from rnnclf.training.optimization import train_step
 
 VOCAB, CLASSES = 40, 3
 

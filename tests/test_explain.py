@@ -10,9 +10,10 @@ import pytest
 from conftest import KEYWORDS, make_documents
 from typer.testing import CliRunner, Result
 
-from rnnclf.cli import app
-from rnnclf.explain import explain_one, highlighted, summary
-from rnnclf.predict import Predictor
+from rnnclf.cli.app import app
+from rnnclf.cli.render import highlighted
+from rnnclf.inference.explain import explain_one, summary
+from rnnclf.inference.predict import Predictor
 
 
 def cli(*args: object) -> Result:

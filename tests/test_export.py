@@ -14,15 +14,15 @@ import pytest
 import torch
 from typer.testing import CliRunner, Result
 
-from rnnclf import checkpoint
-from rnnclf.addons import build_model
-from rnnclf.cli import app
+from rnnclf.cli.app import app
 from rnnclf.config import Config, ModelConfig
-from rnnclf.encoding import truncator
-from rnnclf.export import export_model, padded_batch
-from rnnclf.predict import Predictor
-from rnnclf.text import get_tokenizer
-from rnnclf.vocab import Vocab
+from rnnclf.inference.export import export_model, padded_batch
+from rnnclf.inference.predict import Predictor
+from rnnclf.models.addons import build_model
+from rnnclf.runs import checkpoint
+from rnnclf.text.encoding import truncator
+from rnnclf.text.tokenizers import get_tokenizer
+from rnnclf.text.vocab import Vocab
 
 try:
     import onnx  # noqa: F401

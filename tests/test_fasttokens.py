@@ -1,4 +1,4 @@
-"""The compiled tokenizing path (rnnclf.fasttokens, pyarrow) against the pure-Python reference: the
+"""The compiled tokenizing path (rnnclf.text.fasttokens, pyarrow) against the pure-Python reference: the
 conformance vectors, every whitespace code point, adversarial strings, hypothesis text, IMDB reviews,
 and encoding.tokenize_plain giving one result with and without pyarrow."""
 
@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rnnclf import fasttokens
 from rnnclf.config import TextConfig
-from rnnclf.encoding import tokenize_plain
+from rnnclf.text import fasttokens
+from rnnclf.text.encoding import tokenize_plain
 
 pytest.importorskip("pyarrow", minversion="16")
 
@@ -139,7 +139,7 @@ def test_tokenize_plain_is_the_same_with_and_without_pyarrow(
 def test_small_inputs_never_import_pyarrow() -> None:
     # A cold `rnnclf predict "text"` must not pay for importing pyarrow.
     code = (
-        "import sys; from rnnclf.fasttokens import tokenize_many\n"
+        "import sys; from rnnclf.text.fasttokens import tokenize_many\n"
         "assert tokenize_many(['Hi there'], 'basic_english', 9, 'head') is None\n"
         "print('pyarrow' in sys.modules)"
     )

@@ -35,7 +35,7 @@ from rnnclf.data import read_examples
 from rnnclf.errors import RnnclfError
 from rnnclf.fetch import CORPORA, VECTORS, fetch, resolve_names
 from rnnclf.fetch.download import Silent
-from rnnclf.vectors import read_vectors
+from rnnclf.text.vectors import read_vectors
 
 # --- a local server -----------------------------------------------------------------------------------------
 

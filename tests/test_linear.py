@@ -1,6 +1,7 @@
 """Tests for the linear add-on (`linear.ngrams`): the exact-n-gram, naive-Bayes-scaled logistic regression
-(rnnclf.addons.linear, fitted by rnnclf.addons.linear_fit), its blend with the recurrent model, and the
-blend's share chosen on validation data (rnnclf.outcome)."""
+(rnnclf.models.addons.linear, fitted by rnnclf.models.addons.linear_fit), its blend with the recurrent
+model, and the
+blend's share chosen on validation data (rnnclf.training.outcome)."""
 
 from __future__ import annotations
 
@@ -12,19 +13,19 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from rnnclf import checkpoint
-from rnnclf.addons import Blend, build_model, members_of
-from rnnclf.addons.linear import NONE, NgramLogistic, blend, document_ngrams, sorted_position
-from rnnclf.addons.linear_fit import MIN_DOCUMENTS, fit, log_count_ratio
 from rnnclf.batching import Encoded
-from rnnclf.cli import app
+from rnnclf.cli.app import app
 from rnnclf.config import Config, load
-from rnnclf.export import padded_batch
-from rnnclf.model import Classifier
-from rnnclf.outcome import SHARES, choose_share
-from rnnclf.predict import Predictor
+from rnnclf.inference.export import padded_batch
+from rnnclf.inference.predict import Predictor
+from rnnclf.inference.scoring import logits_for
+from rnnclf.models.addons import Blend, build_model, members_of
+from rnnclf.models.addons.linear import NONE, NgramLogistic, blend, document_ngrams, sorted_position
+from rnnclf.models.addons.linear_fit import MIN_DOCUMENTS, fit, log_count_ratio
+from rnnclf.models.classifier import Classifier
 from rnnclf.prepare import prepare
-from rnnclf.scoring import logits_for
+from rnnclf.runs import checkpoint
+from rnnclf.training.outcome import SHARES, choose_share
 
 
 def test_document_ngrams_are_distinct_and_stay_inside_each_length() -> None:

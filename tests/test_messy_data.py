@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from rnnclf.cli import app
+from rnnclf.cli.app import app
 
 CONFIG = """\
 # Tiny config for the messy-data tests. Run: rnnclf train tiny.yaml

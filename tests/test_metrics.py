@@ -1,4 +1,5 @@
-"""Tests for rnnclf.metrics on a hand-computed example (scikit-learn's conventions, zero_division=0)."""
+"""Tests for rnnclf.reports.metrics on a hand-computed example (scikit-learn's conventions,
+zero_division=0)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 
 import pytest
 
-from rnnclf.metrics import classification_report, confusion_matrix
+from rnnclf.reports.metrics import classification_report, confusion_matrix
 
 LABELS = ["a", "b", "c", "d", "e"]
 A, B, C, D = 0, 1, 2, 3

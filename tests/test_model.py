@@ -1,4 +1,5 @@
-"""Tests for rnnclf.model: variable lengths are exact (padding never changes a document's score) and the
+"""Tests for rnnclf.models.classifier: variable lengths are exact (padding never changes a document's
+score) and the
 backward direction reads each document right to left, exactly as torch's packed bidirectional RNNs do."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnclf.config import ModelConfig
-from rnnclf.model import Classifier
+from rnnclf.models.classifier import Classifier
 
 VOCAB, CLASSES, EMBEDDING, HIDDEN = 50, 4, 8, 6
 ATOL = 1e-5

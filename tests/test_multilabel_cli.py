@@ -13,7 +13,7 @@ import torch
 from test_cli import cli, ok, user_error
 from test_export import runner
 
-from rnnclf.predict import Predictor
+from rnnclf.inference.predict import Predictor
 
 KEYWORDS = {
     "food": ["pizza", "pasta", "bread", "cheese", "soup"],
@@ -74,10 +74,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_training_learns_and_chooses_thresholds_on_validation(trained: Path) -> None:
-    from rnnclf.multilabel_metrics import choose_thresholds
-    from rnnclf.predict import Predictor
+    from rnnclf.inference.predict import Predictor
+    from rnnclf.inference.scoring import logits_for
     from rnnclf.prepare import prepare
-    from rnnclf.scoring import logits_for
+    from rnnclf.reports.multilabel_metrics import choose_thresholds
 
     run = trained / "run"
     metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))

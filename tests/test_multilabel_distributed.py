@@ -9,13 +9,13 @@ import copy
 import pytest
 import torch
 
-from rnnclf.addons import PerMember
 from rnnclf.batching import Encoded, collate
 from rnnclf.config import Config
-from rnnclf.distributed import Processes, my_part
-from rnnclf.model import Classifier
-from rnnclf.optimization import train_step
-from rnnclf.scoring import evaluate
+from rnnclf.inference.scoring import evaluate
+from rnnclf.models.addons import PerMember
+from rnnclf.models.classifier import Classifier
+from rnnclf.training.distributed import Processes, my_part
+from rnnclf.training.optimization import train_step
 
 
 def data(documents: int, labels: int, seed: int) -> Encoded:

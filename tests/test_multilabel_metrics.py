@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from rnnclf.addons.ensemble import average
-from rnnclf.multilabel_metrics import choose_thresholds, multilabel_report
-from rnnclf.scoring import loss_of, report
+from rnnclf.inference.scoring import loss_of, report
+from rnnclf.models.addons.ensemble import average
+from rnnclf.reports.multilabel_metrics import choose_thresholds, multilabel_report
 
 # Four documents, labels a, b, c:  gold          predicted
 #   d1                              {a, b}        {a}
@@ -96,7 +96,7 @@ def test_class_weights_auto_are_capped_negative_to_positive_ratios(tmp_path: obj
 
     from rnnclf.batching import Encoded
     from rnnclf.config import validate
-    from rnnclf.optimization import MAX_POSITIVE_WEIGHT, class_weights
+    from rnnclf.training.optimization import MAX_POSITIVE_WEIGHT, class_weights
 
     targets = torch.zeros(100, 3, dtype=torch.uint8)
     targets[:50, 0] = 1  # 50 of 100: 50 / 50 = 1

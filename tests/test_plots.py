@@ -16,9 +16,9 @@ import pytest
 from conftest import KEYWORDS
 from typer.testing import CliRunner, Result
 
-from rnnclf import plots
-from rnnclf.cli import app
+from rnnclf.cli.app import app
 from rnnclf.errors import MissingExtra, RnnclfError
+from rnnclf.reports import plots
 
 try:
     import matplotlib  # noqa: F401

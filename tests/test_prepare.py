@@ -1,5 +1,5 @@
 """Preparation (rnnclf.prepare): large data files are read and tokenized in parallel worker processes;
-the result must be exactly what one process gives, on the compiled tokenizing path (rnnclf.fasttokens)
+the result must be exactly what one process gives, on the compiled tokenizing path (rnnclf.text.fasttokens)
 as on the pure-Python one."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import pytest
 import torch
 from conftest import write_tiny_project
 
-from rnnclf import fasttokens
 from rnnclf import prepare as prepare_module
 from rnnclf.config import load
+from rnnclf.text import fasttokens
 
 
 def test_parallel_preparation_equals_the_serial_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,17 +11,17 @@ import torch
 from conftest import write_csv, write_tiny_project
 from typer.testing import CliRunner
 
-from rnnclf import checkpoint
 from rnnclf.batching import Encoded
-from rnnclf.cli import app
+from rnnclf.cli.app import app
 from rnnclf.config import ModelConfig, load
-from rnnclf.distributed import Processes
-from rnnclf.language_model import LanguageModel
-from rnnclf.model import Classifier
-from rnnclf.optimization import depth_of, make_optimizer, make_schedule
+from rnnclf.models.classifier import Classifier
+from rnnclf.models.language_model import LanguageModel
 from rnnclf.prepare import prepare
-from rnnclf.pretrain import build_corpus, pretrain, windows
-from rnnclf.stopping import Interrupted
+from rnnclf.pretraining.loop import build_corpus, pretrain, windows
+from rnnclf.runs import checkpoint
+from rnnclf.training.distributed import Processes
+from rnnclf.training.optimization import depth_of, make_optimizer, make_schedule
+from rnnclf.training.stopping import Interrupted
 
 
 def run(*args: str) -> object:
@@ -195,7 +195,7 @@ def test_pretrain_then_init_from_through_the_cli(tmp_path: Path) -> None:
     trained = checkpoint.load("clf/best.pt")
     assert trained["vocab"]["itos"] == saved["vocab"]["itos"]
     # A classifier built from init_from starts with exactly the language model's encoder.
-    from rnnclf.initialise import init_encoders
+    from rnnclf.training.initialise import init_encoders
 
     settings = load(config, ["model.init_from=../lm"])
     model = Classifier(len(saved["vocab"]["itos"]), 3, settings.model)

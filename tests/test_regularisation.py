@@ -13,11 +13,11 @@ from conftest import write_tiny_project
 from torch import nn
 from typer.testing import CliRunner
 
-from rnnclf import checkpoint
-from rnnclf.cli import app
+from rnnclf.cli.app import app
 from rnnclf.config import ModelConfig
-from rnnclf.language_model import LanguageModel
-from rnnclf.model import Classifier, SequenceDropout, run_cell
+from rnnclf.models.classifier import Classifier, SequenceDropout, run_cell
+from rnnclf.models.language_model import LanguageModel
+from rnnclf.runs import checkpoint
 
 
 def test_variational_dropout_keeps_one_mask_along_time() -> None:

@@ -32,15 +32,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from rnnclf import checkpoint
-from rnnclf.addons import build_model
-from rnnclf.cli import app
+from rnnclf.cli.app import app
 from rnnclf.config import Config, load
 from rnnclf.data import read_examples
 from rnnclf.errors import RnnclfError
-from rnnclf.predict import Predictor
-from rnnclf.text import TOKENIZERS, get_tokenizer
-from rnnclf.vocab import Vocab, build_vocab_from_iterator
+from rnnclf.inference.predict import Predictor
+from rnnclf.models.addons import build_model
+from rnnclf.runs import checkpoint
+from rnnclf.text.tokenizers import TOKENIZERS, get_tokenizer
+from rnnclf.text.vocab import Vocab, build_vocab_from_iterator
 
 PACKAGE = Path(__file__).resolve().parents[1] / "rnnclf"
 WORDS = {"ham": ["pizza", "pasta", "bread", "soup", "cheese"], "spam": ["goal", "team", "match", "coach"]}
@@ -449,7 +449,7 @@ def test_resume_rewrites_best_pt_after_a_kill_between_the_two_writes(tmp_path: P
 def test_a_signal_after_the_last_epoch_lets_the_final_scores_finish_then_stops(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    import rnnclf.train as train_module
+    import rnnclf.training.loop as train_module
 
     config = write_project(tmp_path, count=40)
     scoring = train_module.finish
@@ -472,9 +472,10 @@ def test_a_signal_after_the_last_epoch_lets_the_final_scores_finish_then_stops(
 
 
 def test_training_from_python_leaves_no_half_made_run_when_it_fails(tmp_path: Path) -> None:
-    """rnnclf.train.train() gives the CLI's guarantee: a new run that fails before its first checkpoint
+    """rnnclf.training.loop.train() gives the CLI's guarantee: a new run that fails before its first
+    checkpoint
     leaves no run folder and runs/LATEST as it was."""
-    from rnnclf.train import train
+    from rnnclf.training.loop import train
 
     config_path = write_project(tmp_path, count=40)
     (tmp_path / "runs").mkdir()
@@ -646,7 +647,7 @@ def test_config_values_are_never_code(
 def test_source_loads_yaml_safely_and_checkpoints_with_weights_only() -> None:
     """Static guarantee over the package: only yaml.safe_* is used, every torch.load passes
     weights_only=True, and nothing evaluates or imports code by name."""
-    for file in sorted(PACKAGE.glob("*.py")):
+    for file in sorted(PACKAGE.rglob("*.py")):
         tree = ast.parse(file.read_text(encoding="utf-8"), filename=str(file))
         for node in ast.walk(tree):
             where = f"{file.name}:{getattr(node, 'lineno', '?')}"
@@ -665,6 +666,9 @@ def test_source_loads_yaml_safely_and_checkpoints_with_weights_only() -> None:
                 assert node.func.id not in ("eval", "exec", "compile", "__import__"), where
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 names = [alias.name for alias in node.names] + [getattr(node, "module", None) or ""]
+                # importlib.resources reads package data (fetch's catalog.yaml); it imports no code.
+                if getattr(node, "module", None) == "importlib" and names[:-1] == ["resources"]:
+                    continue
                 assert not {"pickle", "importlib", "marshal", "dill"} & {n.split(".")[0] for n in names}, (
                     where
                 )

@@ -10,10 +10,10 @@ import pytest
 from conftest import KEYWORDS, write_csv
 from typer.testing import CliRunner, Result
 
-from rnnclf.addons import parameter_count
-from rnnclf.cli import app
-from rnnclf.predict import Predictor
-from rnnclf.runinfo import duration, list_runs, model_summary
+from rnnclf.cli.app import app
+from rnnclf.inference.predict import Predictor
+from rnnclf.models.addons import parameter_count
+from rnnclf.runs.info import duration, list_runs, model_summary
 
 LABELS = sorted(KEYWORDS)
 

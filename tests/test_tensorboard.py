@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
-from rnnclf.cli import app
-from rnnclf.tensorboard_log import TAGS
+from rnnclf.cli.app import app
+from rnnclf.reports.tensorboard import TAGS
 
 
 def cli(*args: object) -> Result:

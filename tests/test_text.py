@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rnnclf.errors import RnnclfError
-from rnnclf.text import TOKENIZERS, basic_english_tokenize, get_tokenizer
+from rnnclf.text.tokenizers import TOKENIZERS, basic_english_tokenize, get_tokenizer
 
 CONFORMANCE = Path(__file__).parent / "conformance" / "torchtext_basic_english.jsonl"
 

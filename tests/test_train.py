@@ -1,4 +1,5 @@
-"""Tests for weight averaging (rnnclf.averaging, `train.ema`): the arithmetic, and what a run with it saves
+"""Tests for weight averaging (rnnclf.training.averaging, `train.ema`): the arithmetic, and what a run
+with it saves
 and reports."""
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from rnnclf import checkpoint
-from rnnclf.averaging import Average
-from rnnclf.cli import app
-from rnnclf.predict import Predictor
+from rnnclf.cli.app import app
+from rnnclf.inference.predict import Predictor
+from rnnclf.runs import checkpoint
+from rnnclf.training.averaging import Average
 
 
 def test_average_follows_the_ramped_exponential_rule() -> None:

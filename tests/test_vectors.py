@@ -11,11 +11,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from rnnclf import checkpoint
-from rnnclf.cli import app
+from rnnclf.cli.app import app
 from rnnclf.errors import RnnclfError
-from rnnclf.vectors import load_pretrained, read_vectors
-from rnnclf.vocab import Vocab
+from rnnclf.runs import checkpoint
+from rnnclf.text.vectors import load_pretrained, read_vectors
+from rnnclf.text.vocab import Vocab
 
 DIM = 4
 # Words of the tiny corpus (tests/conftest.py) plus one the corpus never uses.

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rnnclf.errors import RnnclfError
-from rnnclf.vocab import Vocab, build_vocab_from_iterator
+from rnnclf.text.vocab import Vocab, build_vocab_from_iterator
 
 CONFORMANCE = Path(__file__).parent / "conformance" / "torchtext_vocab.jsonl"
 

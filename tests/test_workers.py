@@ -1,15 +1,16 @@
-"""Scoring on several threads (rnnclf.workers) gives exactly the logits of one thread, in data order."""
+"""Scoring on several threads (rnnclf.inference.workers) gives exactly the logits of one thread, in data
+order."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from rnnclf import scoring
 from rnnclf.batching import Encoded
 from rnnclf.config import ModelConfig
-from rnnclf.model import Classifier
-from rnnclf.workers import run_parallel
+from rnnclf.inference import scoring
+from rnnclf.inference.workers import run_parallel
+from rnnclf.models.classifier import Classifier
 
 
 def _data(documents: int, vocab: int, generator: torch.Generator) -> Encoded:

@@ -7,6 +7,8 @@ documents, multi-label lines, empty class folders) are logged once each, with a 
 
 Any file may be gzip-compressed; that is recognised by its magic bytes, so the ".gz" name is optional.
 
+May import errors only (and pyarrow, an extra, for Parquet). Never imports text, models or training.
+
 The package, one concern a module:
 - this module: `Examples`, `read_examples` (checks the path, picks the reader) and the public API;
 - `formats`: FORMATS and `detect_format` (the format from a folder or a file's extension);

@@ -9,6 +9,8 @@ The package, one concern a module:
 - `download`: one file over HTTPS, streamed, resumable, verified;
 - `unpack`: each corpus layout -> <split>.csv.gz files with `text,label` columns;
 - `store`: the cache folders, the staging folder and its lock, fetching a corpus or a vectors file.
+
+May import errors, files and data's CSV helpers. Never imports text, models, training or inference.
 """
 
 from __future__ import annotations

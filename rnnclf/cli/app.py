@@ -1,0 +1,388 @@
+"""The `rnnclf` command: parse arguments, call one library function, hand the result to render.py.
+
+Known problems (RnnclfError) become one line on stderr and exit code 2. Library modules are imported
+inside the commands so `rnnclf --help` and `init-config` start without loading torch. What `train` does
+around training (run folder, Ctrl-C, resume hint, plots) is in cli_train.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rnnclf.cli import render
+from rnnclf.cli import train as cli_train
+from rnnclf.errors import RnnclfError
+
+app = typer.Typer(
+    add_completion=True,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Train, evaluate and use recurrent (RNN/GRU/LSTM) text classifiers from one YAML file.\n\n"
+    'Example: rnnclf train configs/trec.yaml && rnnclf predict "What is the capital of Peru ?"',
+    epilog="Tab completion of commands and options: run 'rnnclf --install-completion' once "
+    "(bash, zsh, fish or PowerShell), then open a new shell.",
+)
+
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model", "-m", help="Run folder or checkpoint file. Default: the latest run trained here."
+    ),
+]
+# train and pretrain: where the run goes, resuming it, and how much it prints.
+RunDirOption = Annotated[Path | None, typer.Option(help="Where outputs go (overrides output.run_dir).")]
+ResumeOption = Annotated[
+    bool, typer.Option(help="Continue the run in --run-dir (or the latest) from last.pt.")
+]
+QuietOption = Annotated[bool, typer.Option(help="Print only the final summary.")]
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    """RnnclfError -> 'error: ...' on stderr, exit code 2; no traceback."""
+    render.route_warnings()
+    try:
+        yield
+    except RnnclfError as err:
+        render.error(err)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Argument(help="YAML config file.")],
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a key: --set train.epochs=3 (repeatable).")
+    ] = None,
+    run_dir: RunDirOption = None,
+    resume: ResumeOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Train a classifier.
+
+    Example: rnnclf train configs/trec.yaml --set train.epochs=3
+    """
+    with _user_errors():
+        cli_train.run(config, set_ or [], run_dir, resume, quiet)
+
+
+@app.command()
+def pretrain(
+    config: Annotated[Path, typer.Argument(help="YAML config file (its model section sets the shape).")],
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a key: --set pretrain.epochs=3 (repeatable).")
+    ] = None,
+    run_dir: RunDirOption = None,
+    resume: ResumeOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Pretrain a language model on the training texts (+ data.unlabeled) for model.init_from.
+
+    It has the classifier's embedding and recurrent layers (forward and backward for a bidirectional
+    model) and trains pretrain.epochs passes; the run folder gets lm.pt (best held-out perplexity).
+    Example: rnnclf pretrain configs/imdb-pretrained.yaml --set pretrain.epochs=2
+    """
+    with _user_errors():
+        cli_train.run(config, set_ or [], run_dir, resume, quiet, command="pretrain")
+
+
+@app.command("eval")
+def evaluate(
+    model: ModelOption = None,
+    data: Annotated[
+        str | None, typer.Option(help="Labelled data file/folder. Default: the run's data.test.")
+    ] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    plot: Annotated[
+        Path | None, typer.Option(help="Also draw the normalized confusion matrix to this PNG file.")
+    ] = None,
+) -> None:
+    """Score a trained model: accuracy, macro-F1, per-class table, confusion matrix.
+
+    Multi-label models: micro-, macro- and samples-F1, subset accuracy, Hamming loss, label cardinality,
+    and per label precision, recall, F1 and its 2x2 counts; --plot draws per-label F1 bars.
+
+    Example: rnnclf eval --model runs/trec-20261126-101500 --data data/test.csv.gz --plot confusion.png
+    """
+    with _user_errors():
+        from rnnclf.inference.predict import Predictor
+        from rnnclf.inference.scoring import headline, score_file
+        from rnnclf.reports import plots
+        from rnnclf.runs.rundir import resolve_checkpoint
+
+        if plot is not None:
+            plots.require_matplotlib()  # before the slow part: say so now, not after scoring
+        checkpoint_path = resolve_checkpoint(model)
+        predictor = Predictor.from_checkpoint(checkpoint_path)
+        report = score_file(predictor, data)
+        if json_:
+            render.json_line(report)
+        else:
+            render.report_tables(report)
+        if plot is not None:
+            source = Path(data or predictor.config.data.test or "?").name
+            name, value = headline(report)
+            scores = f"{name} {value:.4f}, macro-F1 {report['macro_f1']:.4f}"
+            title = f"{checkpoint_path.parent.name}/{checkpoint_path.name} on {source}\n{scores}"
+            title += f", {report['n']} documents"
+            if report.get("multi_label"):  # per-label F1 bars: a confusion matrix needs one label each
+                plots.per_label_f1(report, plot, title)
+            else:
+                plots.confusion_matrix(report["confusion_matrix"], report["labels"], plot, title)
+            # With --json, stdout is the JSON alone.
+            kind = "per-label F1" if report.get("multi_label") else "confusion matrix"
+            render.message(f"{kind}: {plot}", to_stderr=json_)
+
+
+def _read_lines(file: str) -> Iterator[str]:
+    """The lines of a UTF-8 file ('-': stdin), without line ends, read as they are needed."""
+    source = "stdin" if file == "-" else file
+    try:
+        handle = contextlib.nullcontext(sys.stdin.buffer) if file == "-" else open(file, "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        raise RnnclfError(f"{file}: no such file") from None
+    except OSError as err:
+        raise RnnclfError(f"{file}: cannot read ({err.strerror})") from None
+    with handle as lines:
+        # Bytes lines decoded one by one: a bad byte is reported with its line number.
+        for number, raw in enumerate(lines, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise RnnclfError(f"{source}: line {number}: not UTF-8 text (byte {err.start})") from None
+            yield line.removeprefix("\ufeff").rstrip("\r\n") if number == 1 else line.rstrip("\r\n")
+
+
+@app.command()
+def predict(
+    text: Annotated[list[str] | None, typer.Argument(help="Documents to label.")] = None,
+    model: ModelOption = None,
+    file: Annotated[
+        str | None, typer.Option("--file", "-f", help="One document per line; '-' reads stdin.")
+    ] = None,
+    top_k: Annotated[
+        int | None,
+        typer.Option(min=1, help="Show the K most likely labels (multi-label: at most K chosen labels)."),
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            help="Multi-label models: choose labels at or above T (0 < T < 1) instead of the saved ones."
+        ),
+    ] = None,
+    json_: Annotated[bool, typer.Option("--json", help="One JSON object per document.")] = False,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain",
+            help="Show the tokens that pushed each prediction most, by occlusion: score = p(label) - "
+            "p(label without the token); the first 200 tokens of a document are scored.",
+        ),
+    ] = False,
+) -> None:
+    """Label new text, with probabilities.
+
+    Multi-label models print every label at or above its threshold as label:probability (or
+    "(no label)"); --json gives all probabilities and the chosen labels.
+
+    Example: rnnclf predict "What is the capital of Peru ?" --top-k 3 --explain
+    """
+    with _user_errors():
+        from rnnclf.inference.predict import Predictor
+        from rnnclf.runs.rundir import resolve_checkpoint
+
+        if not text and file is None:
+            raise RnnclfError("nothing to predict: give TEXT arguments or --file PATH (--file - for stdin)")
+        if threshold is not None and not 0.0 < threshold < 1.0:  # before loading: a one-line error
+            raise RnnclfError(f"--threshold {threshold}: must lie strictly between 0 and 1")
+        predictor = Predictor.from_checkpoint(resolve_checkpoint(model), threshold=threshold)
+        documents = _read_lines(file) if file is not None else iter(text or [])
+        if file is not None and text:
+            documents = (d for source in (text, _read_lines(file)) for d in source)
+        if explain:  # imported only then: a plain predict starts faster without it
+            from rnnclf.inference.explain import explain_labels, explain_one
+        try:
+            for result in predictor.predict_stream(documents, top_k=top_k):
+                explanation = None
+                if explain and result.labels is not None:  # multi-label: one per chosen label
+                    explanation = explain_labels(predictor, result.text, result.labels)
+                elif explain:
+                    explanation = explain_one(predictor, result.text)
+                render.prediction(result, explanation, top_k, json_)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # The reader stopped early (`rnnclf predict -f big.txt | head`): end quietly, as Unix tools
+            # do; stdout goes to /dev/null so the interpreter's final flush cannot fail again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(128 + signal.SIGPIPE) from None
+
+
+@app.command("runs")
+def list_runs(
+    folder: Annotated[Path, typer.Argument(help="Folder holding run folders.")] = Path("runs"),
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON list.")] = False,
+) -> None:
+    """List the runs under ./runs (or FOLDER), with their scores.
+
+    Each run's date, data, model, epochs, best valid score, test accuracy and training time.
+
+    Example: rnnclf runs --json
+    """
+    with _user_errors():
+        from rnnclf.runs.info import list_runs
+
+        rows = list_runs(folder)
+        if json_:
+            render.json_line(rows)
+        else:
+            render.runs_table(rows, folder)
+
+
+@app.command()
+def info(
+    model: ModelOption = None,
+    data: Annotated[
+        str | None,
+        typer.Option(help="Measure vocabulary coverage on this data file. Default: the run's test data."),
+    ] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Describe a trained model: config, vocabulary size and coverage, labels, parameters, format, metrics.
+
+    Example: rnnclf info --model runs/trec-20261126-101500
+    """
+    with _user_errors():
+        from rnnclf.runs.info import checkpoint_info
+        from rnnclf.runs.rundir import resolve_checkpoint
+
+        details = checkpoint_info(resolve_checkpoint(model), data)
+        if json_:
+            render.json_line(details)
+        else:
+            render.info_grid(details)
+
+
+class ExportFormat(str, Enum):
+    torchscript = "torchscript"
+    onnx = "onnx"
+
+
+@app.command()
+def export(
+    format_: Annotated[
+        ExportFormat, typer.Option("--format", help="torchscript (needs only torch) or onnx.")
+    ],
+    out: Annotated[Path, typer.Option(help="Model file to write; PATH.json gets vocabulary and labels.")],
+    model: ModelOption = None,
+) -> None:
+    """Export a model for deployment: takes token ids and lengths, returns logits and probabilities.
+
+    Example: rnnclf export --format onnx --out model.onnx
+    """
+    with _user_errors():
+        from rnnclf.inference.export import PROBE_LENGTHS, export_model
+        from rnnclf.runs.rundir import resolve_checkpoint
+
+        result = export_model(resolve_checkpoint(model), format_.value, out)
+        render.export_summary(result, PROBE_LENGTHS)
+
+
+data_app = typer.Typer(
+    no_args_is_help=True,
+    help="Corpora and word vectors by name: list them, or fetch one (verified, unpacked, with a config).\n\n"
+    "Example: rnnclf data fetch imdb",
+)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("list")
+def data_list(json_: Annotated[bool, typer.Option("--json", help="Print one JSON list.")] = False) -> None:
+    """Show the corpora and word vectors rnnclf can fetch by name: size, classes, licence, source.
+
+    Example: rnnclf data list
+    """
+    with _user_errors():
+        from rnnclf.fetch import catalog
+
+        rows = catalog()
+        if json_:
+            render.json_line(rows)
+        else:
+            render.data_catalog(rows)
+
+
+@data_app.command("fetch")
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="A corpus or vectors name from 'rnnclf data list'.")],
+    folder: Annotated[
+        Path | None,
+        typer.Option("--dir", help="Folder to write into. Default: $RNNCLF_DATA, else ~/.cache/rnnclf."),
+    ] = None,
+) -> None:
+    """Download a corpus or word vectors from the official source, check its SHA-256 and unpack it.
+
+    A corpus becomes train.csv.gz and test.csv.gz (columns text,label) and a config.yaml that trains on
+    them. Fetching again is a no-op; an interrupted download resumes.
+
+    Example: rnnclf data fetch imdb && rnnclf train ~/.cache/rnnclf/corpora/imdb/config.yaml
+    """
+    with _user_errors():
+        from rnnclf.cli.progress import Transfer
+        from rnnclf.fetch import fetch
+
+        try:
+            result = fetch(name, folder, Transfer())
+        except KeyboardInterrupt:
+            render.message("interrupted; run the same command again to resume the download", to_stderr=True)
+            raise typer.Exit(128 + signal.SIGINT) from None
+        render.fetched(result)
+
+
+@app.command("init-config")
+def init_config() -> None:
+    """Print a complete, commented default config.
+
+    Example: rnnclf init-config > my.yaml
+    """
+    from rnnclf.config import default_yaml
+
+    sys.stdout.write(default_yaml())
+
+
+def main() -> None:
+    if int(os.environ.get("WORLD_SIZE", "1") or "1") > 1:
+        _main_under_torchrun()
+    app()
+
+
+def _main_under_torchrun() -> None:
+    """One process of a torchrun job: run the command, then leave without interpreter shutdown.
+
+    Why: gloo's worker threads can still be dropping a finished all-reduce, whose tensors Python owns,
+    when the interpreter shuts down; the thread then cannot take the GIL and the process aborts
+    ("terminate called without an active exception", SIGABRT) after the run has finished and written
+    everything, and torchrun reports the job as failed. Seen in about 1 run in 8 of a two-process job on
+    2 cores (torch 2.13). Exit handlers still run and output is flushed; files are closed by then."""
+    import atexit
+
+    try:
+        app()
+        code: object = 0
+    except SystemExit as done:
+        code = done.code
+    if code is not None and not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)

@@ -1,0 +1,380 @@
+"""What the commands show: the one place the CLI prints (tables, JSON, prediction lines, notes, errors).
+
+Each function takes what a library call returned (plain dicts, result objects) and writes it to stdout
+or stderr; the CLI parses, calls the library, and hands the result here. Training progress is the
+Reporter's job (report.py); explain.py colours an explanation's tokens. No torch here: the modules a
+table needs are imported when it is drawn, so `rnnclf --help` stays quick.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table
+from rich.text import Text
+
+stdout = Console(highlight=False, soft_wrap=True)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+# `rnnclf predict` of a multi-label model when no label reaches its threshold.
+NO_LABEL = "(no label)"
+MONITOR_NAMES = {
+    "valid_accuracy": "accuracy",
+    "valid_macro_f1": "macro-F1",
+    "valid_micro_f1": "micro-F1",
+    "valid_loss": "loss",
+}
+
+
+class _WarningHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        stderr.print(f"warning: {record.getMessage()}", markup=False)
+
+
+def route_warnings() -> None:
+    """The library's logged warnings become 'warning: ...' lines on stderr (installed once)."""
+    logger = logging.getLogger("rnnclf")
+    if not any(isinstance(h, _WarningHandler) for h in logger.handlers):
+        logger.addHandler(_WarningHandler(level=logging.WARNING))
+    logger.propagate = False
+
+
+def error(err: Exception) -> None:
+    """A known problem as one 'error: ...' line on stderr."""
+    message = " ".join(str(err).split())  # always one line
+    stderr.print(f"error: {message}", markup=False)
+
+
+def note(text: str) -> None:
+    """One line on stderr about something optional that did not happen (the command still succeeds)."""
+    stderr.print(f"note: {' '.join(text.split())}", markup=False)
+
+
+def message(text: str, *, to_stderr: bool = False) -> None:
+    """One plain line (never rich markup) on stdout, or on stderr."""
+    (stderr if to_stderr else stdout).print(text, markup=False)
+
+
+def json_line(value: Any) -> None:
+    """One JSON value on one line of stdout."""
+    # Plain write, not rich: rich would turn ':name:' in a label into an emoji.
+    sys.stdout.write(json.dumps(value, ensure_ascii=False) + "\n")
+
+
+def _number(value: Any, digits: int = 4) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "-"
+
+
+def print_wide(table: Table) -> None:
+    """Print a table without cutting any cell to '…'. To a file or pipe: at its natural width, even
+    past 80 columns. On a terminal: long labels wrap inside their cells; wider only if it cannot fit."""
+    measured = Measurement.get(stdout, stdout.options.update(max_width=10_000), table)
+    needed = measured.minimum if stdout.is_terminal else measured.maximum
+    # Console.print(width=) cannot exceed the console's width, so a wider table gets its own console.
+    console = stdout if needed <= stdout.width else Console(highlight=False, width=needed, file=sys.stdout)
+    console.print(table)
+
+
+def multilabel_tables(report: dict[str, Any]) -> None:
+    """`rnnclf eval` of a multi-label model: the scores, and per label its scores and 2x2 counts."""
+    stdout.print(
+        f"documents {report['n']}   micro-F1 {report['micro_f1']:.4f}   macro-F1 {report['macro_f1']:.4f}   "
+        f"samples-F1 {report['samples_f1']:.4f}\nsubset accuracy {report['subset_accuracy']:.4f}   "
+        f"Hamming loss {report['hamming_loss']:.4f}   labels per document {report['label_cardinality']:.3f} "
+        f"(predicted {report['predicted_cardinality']:.3f})"
+    )
+    thresholds = sorted(set(report.get("thresholds", [])))
+    if thresholds:
+        shown = (
+            f"{thresholds[0]:.2f}"
+            if len(thresholds) == 1
+            else f"per label, {thresholds[0]:.2f}-{thresholds[-1]:.2f}"
+        )
+        stdout.print(f"threshold {shown}")
+    per_label = Table(title="per label (tp fp fn tn: the label's 2x2 counts)")
+    per_label.add_column("label", overflow="fold")
+    for column in ("precision", "recall", "f1", "support", "tp", "fp", "fn", "tn"):
+        per_label.add_column(column, justify="right")
+    for label, scores in report["per_class"].items():
+        per_label.add_row(
+            Text(label),
+            *(f"{scores[name]:.3f}" for name in ("precision", "recall", "f1")),
+            *(str(scores[name]) for name in ("support", "tp", "fp", "fn", "tn")),
+        )
+    print_wide(per_label)
+
+
+def report_tables(report: dict[str, Any]) -> None:
+    """`rnnclf eval`: the scores line, the per-class table and the confusion matrix."""
+    if report.get("multi_label"):
+        multilabel_tables(report)
+        return
+    stdout.print(
+        f"documents {report['n']}   accuracy {report['accuracy']:.4f}   macro-F1 {report['macro_f1']:.4f}"
+    )
+    per_class = Table(title="per class")
+    per_class.add_column("label", overflow="fold")
+    for column in ("precision", "recall", "f1", "support"):
+        per_class.add_column(column, justify="right")
+    for label, scores in report["per_class"].items():
+        per_class.add_row(
+            Text(label),  # Text: a label is data, never rich markup ('[/b]' would raise, ':x:' an emoji)
+            f"{scores['precision']:.3f}",
+            f"{scores['recall']:.3f}",
+            f"{scores['f1']:.3f}",
+            str(scores["support"]),
+        )
+    print_wide(per_class)
+    # Columns are numbered (label names would not fit side by side); the rows give each number's label.
+    confusion = Table(title="confusion matrix (rows: true label, columns: predicted, by number)")
+    confusion.add_column("true label", overflow="fold")
+    for number in range(1, len(report["labels"]) + 1):
+        confusion.add_column(str(number), justify="right")
+    for number, (label, row) in enumerate(zip(report["labels"], report["confusion_matrix"], strict=True), 1):
+        confusion.add_row(Text(f"{number} {label}"), *map(str, row))
+    print_wide(confusion)
+
+
+def prediction(result: Any, explanation: Any, top_k: int | None, as_json: bool) -> None:
+    """`rnnclf predict`, one document: a JSON object, or 'label<TAB>p' pairs (and the explanation)."""
+    out = sys.stdout
+    if as_json:
+        record = result.to_dict()
+        if isinstance(explanation, list):  # multi-label: one per chosen label
+            record["explanations"] = [each.to_dict() for each in explanation]
+        elif explanation is not None:
+            record["explanation"] = explanation.to_dict()
+        out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        return
+    if result.labels is not None:  # multi-label: every chosen label with its probability
+        chosen = [f"{label}:{result.probabilities[label]:.4f}" for label in result.labels]
+        out.write((" ".join(chosen) if chosen else NO_LABEL) + "\n")
+    else:
+        shown = list(result.probabilities.items())[: top_k or 1]
+        out.write("\t".join(f"{label}\t{p:.4f}" for label, p in shown) + "\n")
+    from rnnclf.inference.explain import summary
+
+    for each in explanations(explanation):
+        out.write(f"  why {each.label}: {summary(each)}\n")
+        out.flush()  # rich writes the next line through the same stream
+        stdout.print(Text("  ") + highlighted(each))
+
+
+def explanations(explanation: Any) -> list[Any]:
+    """One explanation, a list of them (multi-label: one per chosen label), or none, as a list."""
+    if explanation is None:
+        return []
+    return explanation if isinstance(explanation, list) else [explanation]
+
+
+def runs_table(rows: list[dict[str, Any]], folder: Path) -> None:
+    """`rnnclf runs`: one row per run (from runinfo.list_runs), or a note when there is none."""
+    from rnnclf.runs.info import data_summary, duration
+
+    if not rows:
+        note(f"no runs under {folder}/ (train one with 'rnnclf train CONFIG')")
+        return
+    table = Table(title=f"runs under {folder}/", caption="* the latest run: the default --model")
+    for column in ("run", "date", "status", "data", "model"):
+        table.add_column(column, overflow="fold")
+    for column in ("epochs", "best valid", "test acc.", "time"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        planned = row["epochs_planned"]
+        best = row["best_valid"]
+        best_text = "-"
+        if best is not None:
+            monitor = MONITOR_NAMES.get(row["monitor"], row["monitor"])
+            best_text = f"{monitor} {best:.4f} (ep. {row['best_epoch']})"
+        table.add_row(
+            Text(row["name"] + (" *" if row["latest"] else ""), style="bold" if row["latest"] else ""),
+            row["date"] or "-",
+            row["status"],
+            Text(data_summary(row["data"])),
+            row["model"],
+            f"{row['epochs']}/{planned}" if planned else str(row["epochs"]),
+            best_text,
+            _number(row["test_accuracy"]),
+            duration(row["train_seconds"]),
+        )
+    print_wide(table)
+
+
+def info_grid(details: dict[str, Any]) -> None:
+    """`rnnclf info`: one checkpoint's details (from runinfo.checkpoint_info), one topic a row."""
+    from rnnclf.runs.info import duration
+
+    config = details["config"]
+    text, train_settings = config["text"], config["train"]
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column(overflow="fold")
+    version = f"format {details['format_version']}, written by rnnclf {details['rnnclf_version'] or '?'}"
+    grid.add_row("checkpoint", Text(f"{details['checkpoint']} ({version}, epoch {details['epoch']})"))
+    grid.add_row("data", Text(f"train {config['data']['train']}; test {config['data']['test'] or '-'}"))
+    part = {"head": "first", "tail": "last", "head_tail": "first quarter and last"}[text["truncate"]]
+    kept = f"the {part} {text['max_length']} tokens"
+    grid.add_row("text", f"{text['tokenizer']} tokenizer, keeps {kept}, min_freq {text['min_freq']}")
+    grid.add_row(
+        "model",
+        f"{details['model']}, embedding {config['model']['embedding_dim']}; "
+        f"{details['parameters']:,} parameters ({details['embedding_parameters']:,} in the embedding)",
+    )
+    grid.add_row(
+        "training",
+        f"{train_settings['epochs']} epochs, batch {train_settings['batch_size']}, "
+        f"{train_settings['optimizer']} lr {train_settings['lr']} ({train_settings['schedule']}), "
+        f"seed {train_settings['seed']}",
+    )
+    vocabulary = f"{details['vocab_size']:,} tokens"
+    cover = details["coverage"]
+    if cover:
+        vocabulary += (
+            f"; covers {cover['token_coverage']:.1%} of the {cover['tokens']:,} tokens "
+            f"({cover['word_coverage']:.1%} of {cover['distinct_words']:,} distinct words) "
+            f"of {cover['data']}"
+        )
+    grid.add_row("vocabulary", Text(vocabulary))
+    labels = details["labels"]
+    grid.add_row("labels", Text(f"{len(labels)}: {', '.join(labels)}"))
+    metrics = details["metrics"]
+    scores = [
+        (
+            f"{split} micro-F1 {_number(metrics[split].get('micro_f1'))} "
+            if "micro_f1" in metrics[split]
+            else ""
+        )
+        + f"{split} accuracy {_number(metrics[split].get('accuracy'))} macro-F1 "
+        f"{_number(metrics[split].get('macro_f1'))}"
+        for split in ("valid", "test")
+        if split in metrics
+    ]
+    if metrics.get("best_epoch") is not None:
+        scores.append(f"best epoch {metrics['best_epoch']}")
+    if metrics.get("train_seconds") is not None:
+        scores.append(f"trained in {duration(metrics['train_seconds'])}")
+    grid.add_row("metrics", "; ".join(scores) or "-")
+    for name, entry in metrics.get("components", {}).items():
+        # Each add-on part beside the whole: what the recurrent model alone does, always visible.
+        parts = [f"{split} accuracy {_number(entry[split].get('accuracy'))}" for split in entry]
+        grid.add_row(f"  {name}", "; ".join(parts))
+    if "blend" in metrics:
+        grid.add_row("  blend", f"linear share {metrics['blend']['share']:.1f}, chosen on validation")
+    if "thresholds" in metrics:  # multi-label
+        values = sorted(set(metrics["thresholds"]["values"].values()))
+        shown = f"{values[0]:.2f}" if len(values) == 1 else f"{values[0]:.2f}-{values[-1]:.2f}"
+        grid.add_row("thresholds", f"{metrics['thresholds']['mode']}: {shown}, chosen on validation")
+    baseline = metrics.get("baseline")
+    if baseline and "valid" in baseline:
+        name = "micro-F1" if baseline["valid"].get("multi_label") else "accuracy"
+        value = _number(baseline["valid"].get("micro_f1" if name == "micro-F1" else "accuracy"))
+        grid.add_row("baseline", f"{baseline['model']} (not saved): valid {name} {value}")
+    stdout.print(grid)
+
+
+def export_summary(result: Any, probe_lengths: Iterable[int]) -> None:
+    """`rnnclf export`: the files written, the check against the checkpoint, and the export's notes."""
+    size = result.model.stat().st_size
+    shown = f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
+    stdout.print(
+        f"wrote {result.model} ({result.format}, {shown}) and {result.metadata} "
+        "(tokenizer settings, vocabulary, labels)",
+        markup=False,
+    )
+    if result.max_difference is not None:
+        stdout.print(
+            f"checked: probabilities within {result.max_difference:.1e} of the checkpoint's on documents "
+            f"of {', '.join(map(str, probe_lengths))} tokens in one padded batch",
+            markup=False,
+        )
+    for text in result.notes:
+        note(text)
+
+
+def _size(count: int) -> str:
+    """Bytes as a short size: '84 MB', '1.8 GB'; '-' when unknown."""
+    if not count:
+        return "-"
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}" if count < 10 * scale else f"{count / scale:.0f} {unit}"
+    return f"{count} B"
+
+
+def data_catalog(rows: list[dict[str, Any]]) -> None:
+    """`rnnclf data list`: the corpora, then the word vectors, that `rnnclf data fetch NAME` knows."""
+    corpora = Table(title="corpora (rnnclf data fetch NAME, or data.train: NAME in a config)")
+    vectors = Table(title="word vectors (model.pretrained_vectors: NAME)")
+    for table, columns in (
+        (corpora, ("name", "download", "documents", "classes", "licence", "source")),
+        (vectors, ("name", "download", "dimension", "words", "licence", "source")),
+    ):
+        for column in columns:
+            table.add_column(
+                column, overflow="fold", justify="right" if column in ("download", "words") else "left"
+            )
+    for row in rows:
+        name = Text(row["name"] + (" *" if row["fetched"] else ""))
+        source = Text(f"{row['title']}" + (f"; {row['note']}" if row["note"] else "") + f"\n{row['source']}")
+        if row["kind"] == "corpus":
+            documents = " / ".join(f"{count:,} {split}" for split, count in row["documents"].items())
+            classes = f"{row['classes']}: {', '.join(row['labels'][:4])}" + (
+                ", ..." if row["classes"] > 4 else ""
+            )
+            corpora.add_row(name, _size(row["size"]), documents, Text(classes), Text(row["licence"]), source)
+        else:
+            size = ("~" + _size(row["size"])) if row["size"] else "-"
+            vectors.add_row(
+                name, size, str(row["dimension"]), f"{row['words']:,}", Text(row["licence"]), source
+            )
+    print_wide(corpora)
+    print_wide(vectors)
+    stdout.print("* fetched already. Checksums: SHA-256, pinned from the published loaders (see --json).")
+
+
+def fetched(result: Any) -> None:
+    """`rnnclf data fetch`: where the corpus or vectors are, and how to train on them."""
+    if not result.fetched:
+        stdout.print(f"{result.name}: already in {result.path}; nothing to do", markup=False)
+        return
+    stdout.print(f"{result.name}: {result.path}", markup=False)
+    if result.documents:
+        counts = ", ".join(
+            f"{split}.csv.gz {count:,} documents" for split, count in sorted(result.documents.items())
+        )
+        stdout.print(f"  {counts}\n  train with: rnnclf train {result.config}", markup=False)
+
+
+def highlighted(explanation: Any) -> Text:
+    """The tokens as one line, coloured by score on a terminal: green pushed toward the label, red
+    against it, brighter for stronger; unscored tokens (past the cap) dim. Tokens are data, so this is
+    a Text built piece by piece, never markup."""
+    strongest = max((abs(score) for score in explanation.scores if score is not None), default=0.0)
+    line = Text()
+    for index, (token, score) in enumerate(zip(explanation.tokens, explanation.scores, strict=True)):
+        if index:
+            line.append(" ")
+        line.append(token, style=_style(score, strongest))
+    return line
+
+
+def _style(score: float | None, strongest: float) -> str:
+    if score is None:
+        return "dim"
+    share = score / strongest if strongest > 0 else 0.0
+    if share >= 0.5:
+        return "bold black on green"
+    if share >= 0.15:
+        return "green"
+    if share <= -0.5:
+        return "bold white on red"
+    if share <= -0.15:
+        return "red"
+    return ""
