@@ -285,11 +285,11 @@ def test_text_after_closing_quote(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("compress", [False, True])
 def test_invalid_utf8_line_and_byte(tmp_path: Path, compress: bool) -> None:
-    # The offset counts the BOM: it is the position in the (decompressed) byte stream.
-    content = b"\xef\xbb\xbftext,label\na,b\nc,d\n\xc3\x28,e\n"
+    # The column counts characters from the line's start (from 1), in the decompressed text.
+    content = b"\xef\xbb\xbftext,label\na,b\nc,d\nd\xc3\xa9j\xc3\x28,e\n"
     path = write(tmp_path / "d.csv", content, compress)
     message = error_message(path, line=4)
-    assert "invalid UTF-8" in message and "byte 0xc3 at offset 22" in message
+    assert "not UTF-8 text (byte 0xc3 at column 4); re-save the file as UTF-8" in message
 
 
 @pytest.mark.parametrize("name", ["d.jsonl", "d.txt"])

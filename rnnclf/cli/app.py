@@ -8,6 +8,7 @@ around training (run folder, Ctrl-C, resume hint, plots) is in cli_train.py.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import sys
@@ -37,6 +38,15 @@ ModelOption = Annotated[
     typer.Option(
         "--model", "-m", help="Run folder or checkpoint file. Default: the latest run trained here."
     ),
+]
+# predict and eval: which columns of a csv/tsv/jsonl/parquet file hold the text and the labels.
+TextColumnOption = Annotated[
+    str | None,
+    typer.Option(help="The column (JSON field) holding the text. Default: the model's data.text_column."),
+]
+LabelColumnOption = Annotated[
+    str | None,
+    typer.Option(help="The column (JSON field) holding the labels. Default: the model's data.label_column."),
 ]
 # train and pretrain: where the run goes, resuming it, and how much it prints.
 RunDirOption = Annotated[Path | None, typer.Option(help="Where outputs go (overrides output.run_dir).")]
@@ -99,8 +109,14 @@ def pretrain(
 def evaluate(
     model: ModelOption = None,
     data: Annotated[
-        str | None, typer.Option(help="Labelled data file/folder. Default: the run's data.test.")
+        str | None,
+        typer.Option(
+            help="Labelled data: a csv, tsv, jsonl, parquet or fastText file, or a folder per class. "
+            "Default: the run's data.test."
+        ),
     ] = None,
+    text_column: TextColumnOption = None,
+    label_column: LabelColumnOption = None,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     plot: Annotated[
         Path | None, typer.Option(help="Also draw the normalized confusion matrix to this PNG file.")
@@ -110,6 +126,9 @@ def evaluate(
 
     Multi-label models: micro-, macro- and samples-F1, subset accuracy, Hamming loss, label cardinality,
     and per label precision, recall, F1 and its 2x2 counts; --plot draws per-label F1 bars.
+
+    A file is read as training reads it, by the model's data.text_column and data.label_column, or by
+    --text-column and --label-column.
 
     Example: rnnclf eval --model runs/trec-20261126-101500 --data data/test.csv.gz --plot confusion.png
     """
@@ -123,7 +142,7 @@ def evaluate(
             plots.require_matplotlib()  # before the slow part: say so now, not after scoring
         checkpoint_path = resolve_checkpoint(model)
         predictor = Predictor.from_checkpoint(checkpoint_path)
-        report = score_file(predictor, data)
+        report = score_file(predictor, data, text_column, label_column)
         if json_:
             render.json_line(report)
         else:
@@ -143,32 +162,20 @@ def evaluate(
             render.message(f"{kind}: {plot}", to_stderr=json_)
 
 
-def _read_lines(file: str) -> Iterator[str]:
-    """The lines of a UTF-8 file ('-': stdin), without line ends, read as they are needed."""
-    source = "stdin" if file == "-" else file
-    try:
-        handle = contextlib.nullcontext(sys.stdin.buffer) if file == "-" else open(file, "rb")  # noqa: SIM115
-    except FileNotFoundError:
-        raise RnnclfError(f"{file}: no such file") from None
-    except OSError as err:
-        raise RnnclfError(f"{file}: cannot read ({err.strerror})") from None
-    with handle as lines:
-        # Bytes lines decoded one by one: a bad byte is reported with its line number.
-        for number, raw in enumerate(lines, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise RnnclfError(f"{source}: line {number}: not UTF-8 text (byte {err.start})") from None
-            yield line.removeprefix("\ufeff").rstrip("\r\n") if number == 1 else line.rstrip("\r\n")
-
-
 @app.command()
 def predict(
     text: Annotated[list[str] | None, typer.Argument(help="Documents to label.")] = None,
     model: ModelOption = None,
     file: Annotated[
-        str | None, typer.Option("--file", "-f", help="One document per line; '-' reads stdin.")
+        str | None,
+        typer.Option(
+            "--file",
+            "-f",
+            help="Documents to label: the text column of a csv, tsv, jsonl or parquet file; one document "
+            "per line of any other file; '-' reads stdin (one per line).",
+        ),
     ] = None,
+    text_column: TextColumnOption = None,
     top_k: Annotated[
         int | None,
         typer.Option(min=1, help="Show the K most likely labels (multi-label: at most K chosen labels)."),
@@ -194,9 +201,13 @@ def predict(
     Multi-label models print every label at or above its threshold as label:probability (or
     "(no label)"); --json gives all probabilities and the chosen labels.
 
+    A file's text is its data.text_column (the model's, or --text-column); a .txt file or stdin holds one
+    document per line.
+
     Example: rnnclf predict "What is the capital of Peru ?" --top-k 3 --explain
     """
     with _user_errors():
+        from rnnclf.data.documents import texts_to_score
         from rnnclf.inference.predict import Predictor
         from rnnclf.runs.rundir import resolve_checkpoint
 
@@ -205,9 +216,11 @@ def predict(
         if threshold is not None and not 0.0 < threshold < 1.0:  # before loading: a one-line error
             raise RnnclfError(f"--threshold {threshold}: must lie strictly between 0 and 1")
         predictor = Predictor.from_checkpoint(resolve_checkpoint(model), threshold=threshold)
-        documents = _read_lines(file) if file is not None else iter(text or [])
-        if file is not None and text:
-            documents = (d for source in (text, _read_lines(file)) for d in source)
+        documents: Iterator[str] = iter(text or [])
+        if file is not None:
+            data = predictor.config.data
+            read = texts_to_score(file, text_column or data.text_column, data.format, data.label_column)
+            documents = itertools.chain(documents, read)
         if explain:  # imported only then: a plain predict starts faster without it
             from rnnclf.inference.explain import explain_labels, explain_one
         try:

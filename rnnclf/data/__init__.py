@@ -19,7 +19,8 @@ The package, one concern a module:
 - `folders`: <folder>/<class>/<document>.txt;
 - `parquet`: Parquet files (Hugging Face `datasets`, pandas), with pyarrow (the `parquet` extra);
 - `split`: `stratified_split` into training and validation indices;
-- `digest`: `file_digest`, the content hash of a file or class folder (a cache key).
+- `digest`: `file_digest`, the content hash of a file or class folder (a cache key);
+- `documents`: documents to score by column (`rnnclf predict --file`, `rnnclf eval --data`), stdin streamed.
 """
 
 from __future__ import annotations
@@ -36,7 +37,16 @@ from rnnclf.data.formats import FORMATS, chosen_format, detect_format
 from rnnclf.data.jsonl import read_jsonl
 from rnnclf.data.labelsets import LabelSet, warn_if_joined, warn_unlabelled
 from rnnclf.data.parquet import read_parquet
-from rnnclf.data.source import data_error, decode, display_name, log, plural, read_bytes
+from rnnclf.data.source import (
+    CONFIG_COLUMN_KEYS,
+    MissingColumn,
+    data_error,
+    decode,
+    display_name,
+    log,
+    plural,
+    read_bytes,
+)
 from rnnclf.data.split import stratified_split
 
 # The public API; the other functions are helpers (importable, but free to change).
@@ -72,9 +82,12 @@ def read_examples(
     label_column: str = "label",
     multi_label: bool = False,
     separator: str = ",",
+    column_keys: dict[str, str] = CONFIG_COLUMN_KEYS,
 ) -> Examples:
     """Read a data set in one of FORMATS; raises RnnclfError (one line, naming the file) for bad input.
-    multi_label: each document's labels as a sorted tuple (csv/tsv: joined by `separator`)."""
+    multi_label: each document's labels as a sorted tuple (csv/tsv: joined by `separator`).
+    column_keys: what chooses the text and label columns, named in a missing column's error line
+    (the config's keys; predict and eval give their flags)."""
     path = Path(path)
     source = display_name(path)
     if not path.exists():
@@ -96,7 +109,10 @@ def read_examples(
                 source, f"is a directory; format {chosen} needs a file (use format folder for <class>/*.txt)"
             )
         multi = separator if multi_label else None
-        texts, labels = read_file(path, source, chosen, text_column, label_column, multi)
+        try:
+            texts, labels = read_file(path, source, chosen, text_column, label_column, multi)
+        except MissingColumn as missing:
+            raise missing.choose_with(column_keys) from None
     if not texts:
         raise data_error(source, "no examples (empty data set)")
     warn_empty_texts(texts, source)
@@ -115,9 +131,15 @@ def read_configured(path: str | Path, data: Any) -> Examples:
 
 
 def read_file(
-    path: Path, source: str, format: str, text_column: str, label_column: str, separator: str | None = None
+    path: Path,
+    source: str,
+    format: str,
+    text_column: str,
+    label_column: str | None,
+    separator: str | None = None,
 ) -> tuple[list[str], list]:
-    """separator: multi-label data (labels joined by it where a format needs joining); None: single-label."""
+    """separator: multi-label data (labels joined by it where a format needs joining); None: single-label.
+    label_column None: texts only, labels [] (fastText lines: their labels are dropped)."""
     data = read_bytes(path, source)
     if format in ("csv", "tsv"):
         delimiter = "," if format == "csv" else "\t"
@@ -127,7 +149,8 @@ def read_file(
     text = decode(data, source)
     if format == "jsonl":
         return read_jsonl(text, source, text_column, label_column, separator)
-    return read_fasttext(text, source, multi_label=separator is not None)
+    texts, labels = read_fasttext(text, source, multi_label=separator is not None or label_column is None)
+    return (texts, []) if label_column is None else (texts, labels)
 
 
 def warn_empty_texts(texts: list[str], source: str) -> None:

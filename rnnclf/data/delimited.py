@@ -13,7 +13,7 @@ import sys
 from collections import Counter
 
 from rnnclf.data.labelsets import LabelSet, split_labels
-from rnnclf.data.source import MAX_COLUMNS_LISTED, data_error, decode, plural, quote
+from rnnclf.data.source import MAX_COLUMNS_LISTED, MissingColumn, data_error, decode, plural, quote
 from rnnclf.errors import RnnclfError
 
 
@@ -34,11 +34,12 @@ def read_delimited(
     source: str,
     delimiter: str,
     text_column: str,
-    label_column: str,
+    label_column: str | None,
     separator: str | None = None,
 ) -> tuple[list[str], list[str] | list[LabelSet]]:
     """Rows of a csv/tsv file with a header row; text and label columns are chosen by header name.
-    separator: multi-label data, each label cell holds labels joined by it (None: one label a row)."""
+    separator: multi-label data, each label cell holds labels joined by it (None: one label a row).
+    label_column None: texts only (documents to label); the labels list is then empty."""
     allow_huge_fields()
     # TextIOWrapper decodes while csv reads: measurably faster than decoding to a str and wrapping it in
     # StringIO, and csv gets a real file object so quoted newlines stay inside their field.
@@ -68,6 +69,9 @@ def read_delimited(
                 if is_blank(row):
                     continue
                 raise ragged_row_error(row, header, delimiter, source, row_line)
+            if label_at is None:
+                texts.append(row[text_at])
+                continue
             label = row[label_at]
             if separator is not None:
                 where = f"column {quote(header[label_at])}"
@@ -93,8 +97,13 @@ def header_names(header: list[str]) -> list[str]:
 
 
 def column_positions(
-    header: list[str], text_column: str, label_column: str, source: str, delimiter: str, header_line: int
-) -> tuple[int, int]:
+    header: list[str],
+    text_column: str,
+    label_column: str | None,
+    source: str,
+    delimiter: str,
+    header_line: int,
+) -> tuple[int, int | None]:
     names = header_names(header)
     duplicates = sorted(name for name, count in Counter(names).items() if count > 1)
     if duplicates:
@@ -103,25 +112,22 @@ def column_positions(
             f"duplicate column names in the header row: {', '.join(map(quote, duplicates))}",
             line=header_line,
         )
-    return (
-        column_position(names, text_column, "text", source, delimiter),
-        column_position(names, label_column, "label", source, delimiter),
-    )
+    text_at = column_position(names, text_column, "text", source, delimiter)
+    if label_column is None:
+        return text_at, None
+    return text_at, column_position(names, label_column, "label", source, delimiter)
 
 
 def column_position(names: list[str], column: str, role: str, source: str, delimiter: str | None) -> int:
-    """Where `column` is among the header names; else an error listing them, with a likely fix.
-    delimiter: the file's (for the "use the other delimiter" hint); None for formats without one."""
+    """Where `column` is among the header names; else a MissingColumn error listing them, with a likely
+    fix. delimiter: the file's (for the "use the other delimiter" hint); None for formats without one."""
     if column in names:
         return names.index(column)
     listed = ", ".join(quote(name) for name in names[:MAX_COLUMNS_LISTED])
     if len(names) > MAX_COLUMNS_LISTED:
         listed += f", ... ({len(names)} in all)"
-    raise data_error(
-        source,
-        f"no {role} column {quote(column)} in the header row (columns present: {listed})"
-        + column_hint(names, column, delimiter),
-    )
+    message = f"no {role} column {quote(column)} in the header row (columns present: {listed})"
+    raise MissingColumn(data_error(source, message + column_hint(names, column, delimiter)).args[0], role)
 
 
 def column_hint(names: list[str], column: str, delimiter: str | None) -> str:
@@ -136,7 +142,7 @@ def column_hint(names: list[str], column: str, delimiter: str | None) -> str:
     close = difflib.get_close_matches(column, candidates, n=1, cutoff=0.6)
     if close:
         return f"; did you mean {quote(close[0])}?"
-    return "; the first row must be a header naming the columns, or choose the columns by name"
+    return "; the first row must be a header naming the columns"
 
 
 def ragged_row_error(

@@ -7,15 +7,15 @@ import json
 
 from rnnclf.data.delimited import strip_labels
 from rnnclf.data.labelsets import LabelSet, label_set, split_labels
-from rnnclf.data.source import MAX_COLUMNS_LISTED, data_error, quote
+from rnnclf.data.source import MAX_COLUMNS_LISTED, MissingColumn, data_error, quote
 
 
 def read_jsonl(
-    text: str, source: str, text_column: str, label_column: str, separator: str | None = None
+    text: str, source: str, text_column: str, label_column: str | None, separator: str | None = None
 ) -> tuple[list[str], list[str] | list[LabelSet]]:
     """One JSON object per line; the text and label are fields named text_column and label_column.
     separator: multi-label data, the label field is a list (or a string of labels joined by separator,
-    or null: none of them); None: one label a line."""
+    or null: none of them); None: one label a line. label_column None: texts only (no labels)."""
     texts: list[str] = []
     labels: list = []
     # Split on "\n" only: str.splitlines also splits on U+2028 etc., which JSON allows raw inside strings.
@@ -24,6 +24,8 @@ def read_jsonl(
             continue
         record = parse_json_line(line, source, number)
         texts.append(json_text(record, text_column, source, number))
+        if label_column is None:
+            continue
         if separator is None:
             labels.append(json_label(record, label_column, source, number))
         else:
@@ -60,7 +62,8 @@ def json_field(record: dict, field: str, role: str, source: str, number: int) ->
     close = difflib.get_close_matches(field, keys, n=1, cutoff=0.6)
     hint = f"; did you mean {quote(close[0])}?" if close else ""
     present = ", ".join(map(quote, list(record)[:MAX_COLUMNS_LISTED])) or "none"
-    raise data_error(source, f"no {role} field {quote(field)} (fields present: {present}){hint}", line=number)
+    message = f"no {role} field {quote(field)} (fields present: {present}){hint}"
+    raise MissingColumn(data_error(source, message, line=number).args[0], role)
 
 
 def json_text(record: dict, field: str, source: str, number: int) -> str:

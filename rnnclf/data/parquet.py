@@ -18,15 +18,18 @@ from rnnclf.errors import MissingExtra
 
 
 def read_parquet(
-    data: bytes, source: str, text_column: str, label_column: str, separator: str | None = None
+    data: bytes, source: str, text_column: str, label_column: str | None, separator: str | None = None
 ) -> tuple[list[str], list]:
     """The text and label columns of a Parquet file's bytes. separator: multi-label data (a list column,
-    or strings of labels joined by it); None: one label a row."""
-    file, table = read_columns(data, source, [(text_column, "text"), (label_column, "label")])
-    class_names = huggingface_class_names(file.schema_arrow.metadata, label_column)
+    or strings of labels joined by it); None: one label a row. label_column None: texts only."""
+    wanted = [(text_column, "text")] + ([(label_column, "label")] if label_column is not None else [])
+    file, table = read_columns(data, source, wanted)
     texts = [
         text_of(value, row, text_column, source) for row, value in enumerate(table.column(0).to_pylist(), 1)
     ]
+    if label_column is None:
+        return texts, []
+    class_names = huggingface_class_names(file.schema_arrow.metadata, label_column)
     values = enumerate(table.column(1).to_pylist(), 1)
     if separator is not None:
         return texts, [

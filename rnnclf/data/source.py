@@ -49,6 +49,32 @@ def plural(count: int, singular: str, several: str | None = None) -> str:
     return f"{count} {singular if count == 1 else several or singular + 's'}"
 
 
+class MissingColumn(RnnclfError):
+    """A text or label column (a JSON field) that the data lacks. The reader says what is there; the caller
+    adds what chooses the column (`data.text_column` in a config, `--text-column` on predict and eval)."""
+
+    def __init__(self, message: str, role: str) -> None:
+        super().__init__(message)
+        self.role = role  # "text" or "label"
+
+    def choose_with(self, keys: dict[str, str]) -> RnnclfError:
+        """The same line, ending with what sets this column: keys maps a role to its key or flag."""
+        return RnnclfError(f"{self}; choose the {self.role} column with {keys[self.role]}")
+
+
+# What chooses the columns when a config's data section is read (training); predict and eval add flags.
+CONFIG_COLUMN_KEYS = {"text": "data.text_column", "label": "data.label_column"}
+
+
+def not_utf8(source: str, line: int, byte: int, column: int) -> RnnclfError:
+    """The one message for a byte that is not UTF-8, whichever reader met it."""
+    return data_error(
+        source,
+        f"not UTF-8 text (byte 0x{byte:02x} at column {column}); re-save the file as UTF-8",
+        line=line,
+    )
+
+
 # --- bytes and text ---------------------------------------------------------------------------------------
 
 
@@ -90,9 +116,8 @@ def decode(data: bytes, source: str) -> str:
 
 
 def utf8_error(data: bytes, offset: int, source: str) -> RnnclfError:
+    """The bad byte at `offset` of data, by line and column (characters from the line's start, from 1)."""
     line = data.count(b"\n", 0, offset) + 1
-    return data_error(
-        source,
-        f"invalid UTF-8 (byte 0x{data[offset]:02x} at offset {offset}); re-save the file as UTF-8",
-        line=line,
-    )
+    start = data.rfind(b"\n", 0, offset) + 1
+    before = data[start:offset].removeprefix(codecs.BOM_UTF8)  # valid UTF-8: decoding stopped at offset
+    return not_utf8(source, line, data[offset], len(before.decode("utf-8", errors="replace")) + 1)

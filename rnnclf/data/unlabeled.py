@@ -64,8 +64,9 @@ def _delimited_texts(data: bytes, source: str, delimiter: str, column: str) -> l
         return [row[at] for row in reader if len(row) > at]
     except csv.Error as error:
         raise data_error(source, f"malformed {'csv' if delimiter == ',' else 'tsv'} ({error})") from None
-    except UnicodeDecodeError as error:
-        raise data_error(source, f"not UTF-8 text ({error.reason})") from None
+    except UnicodeDecodeError:
+        decode(data, source)  # raises the one message for a bad byte (line, byte, column)
+        raise data_error(source, "not UTF-8 text; re-save the file as UTF-8") from None
 
 
 def _jsonl_texts(text: str, source: str, column: str) -> list[str]:

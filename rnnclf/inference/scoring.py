@@ -160,17 +160,22 @@ class Scorer(Protocol):
     def probabilities(self, texts: list[str]) -> torch.Tensor: ...
 
 
-def score_file(predictor: Scorer, path: str | None = None) -> dict[str, Any]:
+def score_file(
+    predictor: Scorer,
+    path: str | None = None,
+    text_column: str | None = None,
+    label_column: str | None = None,
+) -> dict[str, Any]:
     """Accuracy, macro-F1, per-class scores and confusion matrix on a labelled file (default: the
-    test set named in the run's config), read with the run's data settings."""
-    from rnnclf.data import read_configured
+    test set named in the run's config), read with the run's data settings; text_column/label_column
+    override the run's data.text_column/data.label_column (see rnnclf.data.documents)."""
+    from rnnclf.data.documents import labelled_to_score
     from rnnclf.prepare import known_labels, label_matrix
 
     data = predictor.config.data
-    path = path or data.test
-    if not path:
+    if not (path or data.test):
         raise RnnclfError("no --data given and the run's config names no data.test")
-    examples = read_configured(path, data)
+    examples = labelled_to_score(path or data.test, data, text_column, label_column, by_name=bool(path))
     if data.multi_label:
         gold_matrix = label_matrix(examples.labels, predictor.labels, examples.source, "evaluation")  # (N, L)
         chosen = decide(predictor.probabilities(examples.texts), predictor.thresholds)  # (N, L)
