@@ -75,3 +75,16 @@ def test_baseline_off_and_skipped_above_the_limit(
     skipped = json.loads((tmp_path / "large" / "metrics.json").read_text())["baseline"]
     assert "valid" not in skipped and "training tokens > 10" in skipped["skipped"]
     assert "linear baseline skipped:" in large.output
+
+
+def test_advice_for_a_multilabel_run_names_no_linear_blend() -> None:
+    # The config refuses linear.ngrams with data.multi_label: the advice must not suggest it.
+    ours = {"multi_label": True, "micro_f1": 0.40}
+    line = baseline_module.advice(ours, {"valid": {"multi_label": True, "micro_f1": 0.50}})
+    assert line is not None and "micro-F1 (0.5000 vs 0.4000)" in line
+    assert "linear.ngrams" not in line and "model.pretrained_vectors" in line
+
+
+def test_advice_names_no_blend_for_a_run_that_blends_already() -> None:
+    line = baseline_module.advice({"accuracy": 0.80}, {"valid": {"accuracy": 0.85}}, blended=True)
+    assert line is not None and "linear.ngrams" not in line

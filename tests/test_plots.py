@@ -207,3 +207,66 @@ def test_eval_plot_without_matplotlib_is_one_error_line(
     ]
     assert result.stdout == ""  # refused before scoring, not after
     assert not (tmp_path / "cm.png").exists()
+
+
+# --- what the pictures say ----------------------------------------------------------------------------------
+
+
+def epochs(multi_label: bool) -> list[dict]:
+    rows = []
+    for epoch in (1, 2, 3):
+        row = {
+            "epoch": epoch,
+            "train_loss": 1 / epoch,
+            "valid_loss": 1.2 / epoch,
+            "valid_accuracy": 0.2 * epoch,
+        }
+        row["valid_macro_f1"] = 0.15 * epoch
+        if multi_label:
+            row["valid_micro_f1"] = 0.25 * epoch
+        rows.append(row | {"best": epoch == 3})
+    return rows
+
+
+@needs_matplotlib
+def test_multilabel_learning_curves_name_binary_cross_entropy_and_subset_accuracy() -> None:
+    loss, score = plots.learning_curves_figure(epochs(multi_label=True)).axes
+    assert loss.get_ylabel().startswith("binary cross-entropy")
+    names = [line.get_label() for line in score.get_lines()]
+    assert "valid subset accuracy" in names and "valid micro-F1" in names and "valid accuracy" not in names
+
+
+@needs_matplotlib
+def test_single_label_learning_curves_name_cross_entropy_and_accuracy() -> None:
+    loss, score = plots.learning_curves_figure(epochs(multi_label=False)).axes
+    assert loss.get_ylabel() == "cross-entropy loss"
+    names = [line.get_label() for line in score.get_lines()]
+    assert "valid accuracy" in names and not any("micro" in name or "subset" in name for name in names)
+
+
+@needs_matplotlib
+def test_the_per_label_legend_covers_no_bar() -> None:
+    labels = [f"label {i}" for i in range(12)]
+    per_class = {
+        label: {
+            "f1": 0.99 - 0.01 * i,
+            "precision": 0.9,
+            "recall": 0.9,
+            "support": 50 - i,
+            "tp": 1,
+            "fp": 2,
+            "fn": 3,
+        }
+        for i, label in enumerate(labels)
+    }
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    figure = plots.per_label_f1_figure({"per_class": per_class, "micro_f1": 0.9})
+    FigureCanvasAgg(figure).draw()  # lays the figure out as savefig does
+    (axes,) = figure.axes
+    assert axes.get_legend() is None, "a legend inside the axes covers a bar: every row holds one"
+    (legend,) = figure.legends
+    assert "micro-F1 0.900" in [text.get_text() for text in legend.get_texts()]
+    renderer = figure.canvas.get_renderer()
+    plotted = axes.get_tightbbox(renderer)  # the bars, their notes and the tick labels
+    assert not legend.get_window_extent(renderer).overlaps(plotted)

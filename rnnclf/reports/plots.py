@@ -59,27 +59,36 @@ def _short(label: str) -> str:
 
 
 def learning_curves(history: list[dict[str, Any]], path: str | Path, title: str | None = None) -> Path:
-    """Two panels over epochs: train and valid loss; valid accuracy and macro-F1. The best epoch (the
-    one best.pt holds) is marked. `history` holds metrics.jsonl rows."""
+    """learning_curves_figure, written to `path` as a PNG."""
+    return _save(learning_curves_figure(history, title), path)
+
+
+def learning_curves_figure(history: list[dict[str, Any]], title: str | None = None) -> Any:
+    """Two panels over epochs: train and valid loss; valid scores. Single-label: cross-entropy, accuracy
+    and macro-F1; multi-label (rows with valid_micro_f1): binary cross-entropy, subset accuracy, micro-
+    and macro-F1. The best epoch (the one best.pt holds) is marked. `history` holds metrics.jsonl rows."""
     if not history:
         raise RnnclfError("no finished epoch to plot (metrics.jsonl is empty)")
     from matplotlib.ticker import MaxNLocator
 
+    multi_label = all("valid_micro_f1" in row for row in history)
     epochs = [row["epoch"] for row in history]
     best = [row["epoch"] for row in history if row.get("best")]
     figure = _figure(10, 4)
     loss, score = figure.subplots(1, 2)
     loss.plot(epochs, [row["train_loss"] for row in history], "o-", label="train loss")
     loss.plot(epochs, [row["valid_loss"] for row in history], "s-", label="valid loss")
-    loss.set_ylabel("cross-entropy loss")
-    score.plot(epochs, [row["valid_accuracy"] for row in history], "o-", color="C2", label="valid accuracy")
+    # Multi-label training minimises each label's binary cross-entropy (mean over labels), not softmax's.
+    loss.set_ylabel("binary cross-entropy loss (mean over labels)" if multi_label else "cross-entropy loss")
+    accuracy = "valid subset accuracy" if multi_label else "valid accuracy"
+    score.plot(epochs, [row["valid_accuracy"] for row in history], "o-", color="C2", label=accuracy)
     if all("valid_macro_f1" in row for row in history):
         f1 = [row["valid_macro_f1"] for row in history]
         score.plot(epochs, f1, "^--", color="C4", label="valid macro-F1")
-    if all("valid_micro_f1" in row for row in history):  # multi-label runs
+    if multi_label:
         micro = [row["valid_micro_f1"] for row in history]
         score.plot(epochs, micro, "v-.", color="C5", label="valid micro-F1")
-    score.set_ylabel("score")
+    score.set_ylabel("validation score")
     for axes in (loss, score):
         if best:
             axes.axvline(best[-1], color="grey", linestyle=":", label=f"best epoch ({best[-1]})")
@@ -88,7 +97,7 @@ def learning_curves(history: list[dict[str, Any]], path: str | Path, title: str 
         axes.grid(alpha=0.3)
         axes.legend()
     figure.suptitle(title or "learning curves")
-    return _save(figure, path)
+    return figure
 
 
 def normalized(matrix: list[list[int]]) -> list[list[float]]:
@@ -133,12 +142,18 @@ def confusion_matrix(
 
 
 def per_label_f1(report: dict[str, Any], path: str | Path, title: str | None = None) -> Path:
+    """per_label_f1_figure, written to `path` as a PNG."""
+    return _save(per_label_f1_figure(report, title), path)
+
+
+def per_label_f1_figure(report: dict[str, Any], title: str | None = None) -> Any:
     """Multi-label results: one horizontal bar per label, its F1 at the decision thresholds, labels by
     support (most frequent on top), each bar annotated with precision, recall and its 2x2 counts
-    (tp, fp, fn); a dashed line marks micro-F1."""
+    (tp, fp, fn); a dashed line marks micro-F1, named in a legend below the axes (inside, it would
+    cover a bar: every row of the plot holds one)."""
     per_class = report["per_class"]
     labels = sorted(per_class, key=lambda label: (-per_class[label]["support"], label))
-    figure = _figure(9, max(3.0, 0.32 * len(labels) + 1.5))
+    figure = _figure(9, max(3.0, 0.32 * len(labels) + 2.0))
     axes = figure.subplots()
     positions = range(len(labels))
     axes.barh(positions, [per_class[label]["f1"] for label in labels], color="C0")
@@ -156,10 +171,10 @@ def per_label_f1(report: dict[str, Any], path: str | Path, title: str | None = N
     axes.invert_yaxis()
     axes.set_xlim(0.0, 1.0)
     axes.set_xlabel("F1 (label support in brackets)")
-    axes.legend(loc="lower right")
+    figure.legend(loc="outside lower center", frameon=False, fontsize=8)
     axes.grid(axis="x", alpha=0.3)
     axes.set_title(title or "per-label F1")
-    return _save(figure, path)
+    return figure
 
 
 def write_run_plots(run_dir: str | Path) -> list[Path]:

@@ -45,18 +45,24 @@ def linear_baseline(prepared: Prepared, precision: str = "fp32") -> dict[str, An
     }
 
 
-def advice(recurrent_valid: dict[str, Any], baseline: dict[str, Any] | None) -> str | None:
+def advice(
+    recurrent_valid: dict[str, Any], baseline: dict[str, Any] | None, blended: bool = False
+) -> str | None:
     """One line when the baseline beat the recurrent model on validation accuracy (multi-label:
-    micro-F1), else None."""
+    micro-F1), else None. It names only what the run's kind accepts: the linear blend (linear.ngrams) is
+    for single-label runs that do not blend already (the config refuses it with data.multi_label)."""
     if not baseline or "valid" not in baseline:
         return None
     (name, ours), theirs = headline(recurrent_valid), headline(baseline["valid"])[1]
     if theirs <= ours:
         return None
+    remedies = "Train longer or larger, or add pretrained vectors (model.pretrained_vectors)"
+    if not recurrent_valid.get("multi_label") and not blended:
+        remedies = (
+            "Train longer or larger, add pretrained vectors (model.pretrained_vectors), or blend in the "
+            "linear model (linear.ngrams: 2; its share is chosen on validation)"
+        )
     return (
         f"advice: the linear baseline beats the recurrent model on validation {name} ({theirs:.4f} vs "
-        f"{ours:.4f}): "
-        "word choice decides here more than word order. Train longer or larger, add pretrained vectors "
-        "(model.pretrained_vectors), or blend in the linear model (linear.ngrams: 2; its share is chosen "
-        "on validation)"
+        f"{ours:.4f}): word choice decides here more than word order. {remedies}"
     )

@@ -196,7 +196,7 @@ def summary_lines(metrics: dict[str, Any], cell: str, model_path: Path) -> list[
         lines.append(f"linear baseline ({baseline['model']}; not saved): valid {name} {value:.4f}")
     elif baseline:
         lines.append(f"linear baseline skipped: {baseline['skipped']}")
-    if (line := advice(recurrent["valid"], baseline)) is not None:
+    if (line := advice(recurrent["valid"], baseline, blended="blend" in metrics)) is not None:
         lines.append(line)
     name, value = headline(metrics["valid"])
     final = f"best epoch {metrics['best_epoch']}: valid {name} {value:.4f}"
