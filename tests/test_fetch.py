@@ -478,3 +478,64 @@ def test_catalog_pins_https_addresses_and_sha256_checksums() -> None:
     listed = ok(cli("data", "list")).stdout
     for name in required:
         assert name in listed
+
+
+# --- files downloaded by hand, and misspelled names --------------------------------------------------------
+
+
+def unreachable(site: Site, name: str) -> None:
+    """Point every download of corpus `name` at an address where nothing listens (checksums stay pinned)."""
+    entry = CORPORA[name]
+    downloads = tuple(
+        replace(source, url=f"http://127.0.0.1:9/{source.filename}") for source in entry.downloads
+    )
+    site.monkeypatch.setitem(CORPORA, name, replace(entry, downloads=downloads))
+
+
+def test_an_unreachable_source_says_how_to_use_a_file_downloaded_by_hand(site: Site, tmp_path: Path) -> None:
+    archive = imdb_archive()
+    site.publish("imdb", {"aclImdb_v1.tar.gz": archive})
+    unreachable(site, "imdb")
+    user_error(
+        cli("data", "fetch", "imdb"),
+        "cannot reach http://127.0.0.1:9/aclImdb_v1.tar.gz",
+        "download aclImdb_v1.tar.gz by hand",
+        "rnnclf data fetch imdb --archive PATH",
+        "SHA-256",
+    )
+    (tmp_path / "wrong.tar.gz").write_bytes(archive[:-1])
+    user_error(
+        cli("data", "fetch", "imdb", "--archive", tmp_path / "wrong.tar.gz"), "not the pinned checksum"
+    )
+    no_corpus(tmp_path)
+    user_error(
+        cli("data", "fetch", "imdb", "--archive", tmp_path / "absent.tar.gz"), "absent.tar.gz: no such file"
+    )
+    (tmp_path / "by-hand.tar.gz").write_bytes(archive)
+    result = ok(cli("data", "fetch", "imdb", "--archive", tmp_path / "by-hand.tar.gz"))
+    assert "train with: rnnclf train" in result.stdout and not site.requests  # nothing was downloaded
+    assert len(read(tmp_path / "home" / "corpora" / "imdb" / "train.csv.gz")) == 8
+
+
+def test_a_corpus_of_several_files_takes_each_by_hand(site: Site, tmp_path: Path) -> None:
+    train = "".join(f'"{1 + i % 4}","title {i}","text {i}"\n' for i in range(8)).encode()
+    test = b'"2","t","sports text"\n"1","w","world text"\n'
+    site.publish("ag_news", {"train.csv": train, "test.csv": test})
+    unreachable(site, "ag_news")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "test.csv").write_bytes(test)  # any name: each file is told by its checksum
+    (tmp_path / "train-copy.csv").write_bytes(train)
+    args = ["--archive", tmp_path / "a" / "test.csv", "--archive", tmp_path / "train-copy.csv"]
+    ok(cli("data", "fetch", "ag_news", *args))
+    assert len(read(tmp_path / "home" / "corpora" / "ag_news" / "test.csv.gz")) == 2
+
+
+def test_a_misspelled_corpus_name_in_a_config_says_no_such_file_and_the_name(tmp_path: Path) -> None:
+    config = tmp_path / "typo.yaml"
+    config.write_text("data:\n  train: imbd\n")
+    user_error(cli("train", config), "data.train", "imbd: no such file", "did you mean 'imdb'?")
+    settings = config_module.load(config)
+    with pytest.raises(RnnclfError, match=r"no such file.*did you mean 'glove\.6B\.100d'"):
+        settings.data.train = str(tmp_path / "typo.yaml")
+        settings.model.pretrained_vectors = str(tmp_path / "glove.6B.100")
+        resolve_names(settings)

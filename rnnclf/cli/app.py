@@ -340,11 +340,19 @@ def data_fetch(
         Path | None,
         typer.Option("--dir", help="Folder to write into. Default: $RNNCLF_DATA, else ~/.cache/rnnclf."),
     ] = None,
+    archive: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="A file of the corpus or vectors downloaded by hand (repeatable): used instead of "
+            "downloading it, once its SHA-256 matches the pinned one."
+        ),
+    ] = None,
 ) -> None:
     """Download a corpus or word vectors from the official source, check its SHA-256 and unpack it.
 
     A corpus becomes train.csv.gz and test.csv.gz (columns text,label) and a config.yaml that trains on
-    them. Fetching again is a no-op; an interrupted download resumes.
+    them. Fetching again is a no-op; an interrupted download resumes. Where this machine cannot reach the
+    source, download the file elsewhere and give it with --archive: it is checked the same way.
 
     Example: rnnclf data fetch imdb && rnnclf train ~/.cache/rnnclf/corpora/imdb/config.yaml
     """
@@ -353,7 +361,7 @@ def data_fetch(
         from rnnclf.fetch import fetch
 
         try:
-            result = fetch(name, folder, Transfer())
+            result = fetch(name, folder, Transfer(), archive or [])
         except KeyboardInterrupt:
             render.message("interrupted; run the same command again to resume the download", to_stderr=True)
             raise typer.Exit(128 + signal.SIGINT) from None

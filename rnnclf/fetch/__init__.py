@@ -15,9 +15,11 @@ May import errors, files and data's CSV helpers. Never imports text, models, tra
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
+from rnnclf.data.formats import EXTENSIONS
 from rnnclf.errors import RnnclfError
 from rnnclf.fetch.catalog import CORPORA, VECTORS
 from rnnclf.fetch.download import Progress, Silent
@@ -35,13 +37,22 @@ __all__ = [
     "resolve_names",
 ]
 
+# A value ending so is a file name, never a misspelled corpus or vectors name ("glove.6B.10d" may be one).
+FILE_EXTENSIONS = {*EXTENSIONS, ".gz", ".vec", ".bin", ".zip", ".pt"}
 # Config keys that may name a corpus (each takes that split of it) or vectors.
 DATA_KEYS = ("train", "valid", "test")
 
 
-def fetch(name: str, folder: str | Path | None = None, progress: Progress | None = None) -> Fetched:
-    """Fetch the corpus or vectors called `name` into folder (default: the cache); a no-op when present."""
-    return fetch_by_name(name, Path(folder) if folder is not None else None, progress)
+def fetch(
+    name: str,
+    folder: str | Path | None = None,
+    progress: Progress | None = None,
+    archives: list[str | Path] | None = None,
+) -> Fetched:
+    """Fetch the corpus or vectors called `name` into folder (default: the cache); a no-op when present.
+    archives: its files downloaded by hand (`--archive`), used once their SHA-256 matches the pinned one."""
+    given = [Path(archive) for archive in archives or []]
+    return fetch_by_name(name, Path(folder) if folder is not None else None, progress, given)
 
 
 def is_name(value: str | None) -> bool:
@@ -56,6 +67,7 @@ def resolve_names(config: Any, progress: Progress | None = None) -> None:
     for key in DATA_KEYS:
         name = getattr(config.data, key)
         if name not in CORPORA:
+            refuse_misspelled_name(f"data.{key}", name, list(CORPORA), "corpus")
             continue
         folder = fetch(name, progress=progress).path
         path = folder / f"{key}.csv.gz"
@@ -66,6 +78,24 @@ def resolve_names(config: Any, progress: Progress | None = None) -> None:
     name = config.model.pretrained_vectors
     if name in VECTORS:
         config.model.pretrained_vectors = str(fetch(name, progress=progress).path)
+    else:
+        refuse_misspelled_name("model.pretrained_vectors", name, list(VECTORS), "vectors")
+
+
+def refuse_misspelled_name(key: str, value: str | None, names: list[str], kind: str) -> None:
+    """A bare word that is neither a file nor a name (`data.train: imbd`): "no such file", and the name
+    it is close to. The config made it a path beside the config file; what the user wrote is its last
+    part. Paths with folders or an extension, and files that exist, are left to the readers."""
+    if not value or Path(value).exists():
+        return
+    written = Path(value).name
+    close = difflib.get_close_matches(written, names, n=1, cutoff=0.6)
+    if Path(written).suffix.lower() in FILE_EXTENSIONS or not close:
+        return
+    raise RnnclfError(
+        f"{key}: {value}: no such file, and {written!r} is no {kind} name; did you mean {close[0]!r}? "
+        "('rnnclf data list' shows the names)"
+    )
 
 
 def catalog() -> list[dict[str, Any]]:

@@ -131,12 +131,16 @@ def transfer(source: Download, part: Path, start: int, label: str, progress: Pro
             part.unlink()
             return transfer(source, part, 0, label, progress)
         raise RnnclfError(
-            f"{label}: download failed: HTTP {error.code} {error.reason} from {source.url}"
+            f"{label}: download failed: HTTP {error.code} {error.reason} from {source.url}; "
+            + by_hand(label, source)
         ) from None
     except (urllib.error.URLError, OSError) as error:
         # Offline or a timeout: passing, so a .part from an earlier try is kept for the next one.
         reason = getattr(error, "reason", None) or error
-        raise Interrupted(f"{label}: cannot reach {source.url} ({reason})") from None
+        raise Interrupted(
+            f"{label}: cannot reach {source.url} ({reason}); run the same command again to resume, or "
+            + by_hand(label, source)
+        ) from None
     with response:
         start = resumed_from(response, start)
         total = expected_size(response, start, source)
@@ -151,6 +155,23 @@ def transfer(source: Download, part: Path, start: int, label: str, progress: Pro
             "run the same command again to resume it"
         )
     return size
+
+
+def by_hand(label: str, source: Download) -> str:
+    """How to use a copy fetched some other way: it is checked against the same pinned SHA-256."""
+    return (
+        f"download {source.filename} by hand (from {source.url}) and run: rnnclf data fetch {label} "
+        "--archive PATH (checked against its pinned SHA-256)"
+    )
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file, read in chunks (archives are hundreds of MB)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def resumed_from(response: http.client.HTTPResponse, start: int) -> int:

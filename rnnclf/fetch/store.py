@@ -28,7 +28,7 @@ import yaml
 from rnnclf import __version__
 from rnnclf.errors import RnnclfError
 from rnnclf.fetch.catalog import CORPORA, VECTORS, Corpus, WordVectors
-from rnnclf.fetch.download import CHUNK, Interrupted, Progress, Silent, fetch_file
+from rnnclf.fetch.download import CHUNK, Download, Interrupted, Progress, Silent, fetch_file, file_sha256
 from rnnclf.fetch.unpack import Writers, unpack
 from rnnclf.files import atomic_write
 
@@ -93,8 +93,36 @@ def staged(staging: Path, keep: bool = False) -> Iterator[None]:
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def fetch_corpus(corpus: Corpus, folder: Path | None, progress: Progress) -> Fetched:
-    """Download, verify and unpack `corpus` into folder (default: the cache); a no-op when it is there."""
+def place_archives(archives: list[Path], downloads: tuple[Download, ...], staging: Path, label: str) -> None:
+    """Files the user downloaded by hand (`--archive`), each matched to one of the downloads by its
+    SHA-256 and copied into the staging folder under that download's name, where the fetch then finds
+    it (a final name there means a verified file; nothing is requested from the source for it)."""
+    wanted = {source.sha256: source for source in downloads}
+    for archive in archives:
+        try:
+            digest = file_sha256(archive)
+        except OSError as error:
+            raise RnnclfError(f"--archive {archive}: cannot read ({error.strerror or error})") from None
+        source = wanted.get(digest)
+        if source is None:
+            expected = ", ".join(f"{each.filename} (sha256 {each.sha256[:16]}...)" for each in downloads)
+            raise RnnclfError(
+                f"--archive {archive}: sha256 {digest[:16]}... is not the pinned checksum of any file of "
+                f"{label}; expected {expected}"
+            )
+        part = staging / f"{source.filename}.part"
+        try:
+            shutil.copyfile(archive, part)
+            part.replace(staging / source.filename)
+        except OSError as error:
+            raise RnnclfError(f"{staging}: cannot write ({error.strerror or error})") from None
+
+
+def fetch_corpus(
+    corpus: Corpus, folder: Path | None, progress: Progress, archives: list[Path] | None = None
+) -> Fetched:
+    """Download, verify and unpack `corpus` into folder (default: the cache); a no-op when it is there.
+    archives: files downloaded by hand, used instead of downloading (checked against the pinned SHA-256)."""
     target = Path(folder) if folder is not None else corpus_folder(corpus.name)
     if is_complete(target):
         return existing(corpus.name, target)
@@ -106,6 +134,7 @@ def fetch_corpus(corpus: Corpus, folder: Path | None, progress: Progress) -> Fet
     with staged(staging):
         if is_complete(target):  # another process fetched it while this one waited for the lock
             return existing(corpus.name, target)
+        place_archives(archives or [], corpus.downloads, staging, corpus.name)
         files = [(source, fetch_file(source, staging, corpus.name, progress)) for source in corpus.downloads]
         unpacked = staging / "unpacked"
         shutil.rmtree(unpacked, ignore_errors=True)
@@ -163,8 +192,11 @@ def write_config(corpus: Corpus, folder: Path, target: Path, splits: list[str]) 
     atomic_write(folder / "config.yaml", header + body)
 
 
-def fetch_vectors(vectors: WordVectors, folder: Path | None, progress: Progress) -> Fetched:
-    """Download and verify the vectors' file (or zip archive, whose member is then extracted)."""
+def fetch_vectors(
+    vectors: WordVectors, folder: Path | None, progress: Progress, archives: list[Path] | None = None
+) -> Fetched:
+    """Download and verify the vectors' file (or zip archive, whose member is then extracted); archives:
+    the file downloaded by hand instead (checked against the pinned SHA-256)."""
     folder = Path(folder) if folder is not None else vectors_folder()
     target = folder / vectors.filename
     if target.is_file():
@@ -182,6 +214,7 @@ def fetch_vectors(vectors: WordVectors, folder: Path | None, progress: Progress)
     with staged(staging, keep=bool(siblings)):
         if target.is_file():
             return Fetched(vectors.name, target, fetched=False)
+        place_archives(archives or [], (vectors.download,), staging, vectors.name)
         downloaded = fetch_file(vectors.download, staging, vectors.name, progress)
         if vectors.member is None:
             try:
@@ -212,13 +245,22 @@ def extract(archive: Path, member: str, target: Path, label: str, progress: Prog
         raise RnnclfError(f"{label}: cannot unpack {member} from {archive.name} ({error})") from None
 
 
-def fetch_by_name(name: str, folder: Path | None = None, progress: Progress | None = None) -> Fetched:
-    """Fetch the corpus or vectors called `name` (see `rnnclf data list`)."""
+def fetch_by_name(
+    name: str,
+    folder: Path | None = None,
+    progress: Progress | None = None,
+    archives: list[Path] | None = None,
+) -> Fetched:
+    """Fetch the corpus or vectors called `name` (see `rnnclf data list`); archives: its files downloaded
+    by hand, used instead of downloading them once their SHA-256 matches the pinned one."""
     progress = progress or Silent()
+    for archive in archives or []:
+        if not Path(archive).is_file():
+            raise RnnclfError(f"--archive {archive}: no such file")
     if name in CORPORA:
-        return fetch_corpus(CORPORA[name], folder, progress)
+        return fetch_corpus(CORPORA[name], folder, progress, archives)
     if name in VECTORS:
-        return fetch_vectors(VECTORS[name], folder, progress)
+        return fetch_vectors(VECTORS[name], folder, progress, archives)
     close = difflib.get_close_matches(name, [*CORPORA, *VECTORS], n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
     raise RnnclfError(f"unknown corpus or vectors name {name!r}; {hint}'rnnclf data list' shows them all")
