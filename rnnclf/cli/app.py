@@ -8,6 +8,7 @@ around training (run folder, Ctrl-C, resume hint, plots) is in cli_train.py.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import itertools
 import os
 import signal
@@ -377,6 +378,34 @@ def init_config() -> None:
     from rnnclf.config import default_yaml
 
     sys.stdout.write(default_yaml())
+
+
+def _whole_sentences(commands: typer.Typer) -> None:
+    """Each command's help as whole paragraphs that the help screen wraps at its own width.
+
+    Typer keeps a docstring's line breaks, so a sentence broken for the source's 110 columns was also
+    broken in the middle on an 80- or 100-column screen. Paragraphs (blank-line separated) stay; inside
+    one, lines join with spaces; an "Example:" line starts a paragraph of its own."""
+    for info in commands.registered_commands:
+        text = info.help if info.help is not None else inspect.getdoc(info.callback)
+        if text:
+            info.help = _reflowed(text)
+    for group in commands.registered_groups:
+        if group.typer_instance is not None:
+            _whole_sentences(group.typer_instance)
+
+
+def _reflowed(text: str) -> str:
+    paragraphs: list[list[str]] = [[]]
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("Example:"):
+            paragraphs.append([])
+        if line.strip():
+            paragraphs[-1].append(line.strip())
+    return "\n\n".join(" ".join(lines) for lines in paragraphs if lines)
+
+
+_whole_sentences(app)
 
 
 def main() -> None:

@@ -308,21 +308,31 @@ def _size(count: int) -> str:
     return f"{count} B"
 
 
+CATALOG_WIDTH = 100
+
+
 def data_catalog(rows: list[dict[str, Any]]) -> None:
     """`rnnclf data list`: the corpora, then the word vectors, that `rnnclf data fetch NAME` knows."""
     corpora = Table(title="corpora (rnnclf data fetch NAME, or data.train: NAME in a config)")
     vectors = Table(title="word vectors (model.pretrained_vectors: NAME)")
-    for table, columns in (
-        (corpora, ("name", "download", "documents", "classes", "licence", "source")),
-        (vectors, ("name", "download", "dimension", "words", "licence", "source")),
+    for table, kind, columns in (
+        (corpora, "corpus", ("name", "download", "documents", "classes", "licence", "source")),
+        (vectors, "vectors", ("name", "download", "dimension", "words", "licence", "source")),
     ):
+        longest = max((len(row["name"]) + 2 for row in rows if row["kind"] == kind), default=4)
         for column in columns:
+            # A name is what the user types: never broken over lines (nor a size).
             table.add_column(
-                column, overflow="fold", justify="right" if column in ("download", "words") else "left"
+                column,
+                overflow="fold",
+                justify="right" if column in ("download", "words") else "left",
+                no_wrap=column in ("name", "download"),
+                min_width=longest if column == "name" else None,
             )
     for row in rows:
         name = Text(row["name"] + (" *" if row["fetched"] else ""))
-        source = Text(f"{row['title']}" + (f"; {row['note']}" if row["note"] else "") + f"\n{row['source']}")
+        # The title only: the addresses (and every label, the checksums) are in `rnnclf data list --json`.
+        source = Text(f"{row['title']}" + (f"; {row['note']}" if row["note"] else ""))
         if row["kind"] == "corpus":
             documents = " / ".join(f"{count:,} {split}" for split, count in row["documents"].items())
             classes = f"{row['classes']}: {', '.join(row['labels'][:4])}" + (
@@ -334,9 +344,15 @@ def data_catalog(rows: list[dict[str, Any]]) -> None:
             vectors.add_row(
                 name, size, str(row["dimension"]), f"{row['words']:,}", Text(row["licence"]), source
             )
-    print_wide(corpora)
-    print_wide(vectors)
-    stdout.print("* fetched already. Checksums: SHA-256, pinned from the published loaders (see --json).")
+    # Long cells (licences, titles, addresses) wrap inside their columns: at the terminal's width, and at
+    # CATALOG_WIDTH in a pipe or file (at its natural width the table is ~1,000 columns; --json has all).
+    console = stdout if stdout.is_terminal else Console(highlight=False, width=CATALOG_WIDTH, file=sys.stdout)
+    console.print(corpora)
+    console.print(vectors)
+    console.print(
+        "* fetched already. Checksums: SHA-256, pinned from the published loaders. Addresses, checksums and "
+        "all labels: rnnclf data list --json"
+    )
 
 
 def fetched(result: Any) -> None:
