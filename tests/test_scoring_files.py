@@ -116,15 +116,14 @@ def test_a_header_line_is_never_scored_as_a_document(tiny_run: Path, tmp_path: P
     one_error_line(cli("predict", "--model", tiny_run, "--file", "-", input=body), "stdin: line 1", "header")
 
 
-def test_a_gzipped_table_is_read_by_column(tiny_run: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["docs.csv", "docs.txt"])
+def test_gzipped_files_are_read_like_plain_ones(tiny_run: Path, tmp_path: Path, name: str) -> None:
     import gzip
 
-    plain = write_table(tmp_path / "docs.csv", ROWS).read_bytes()
-    (tmp_path / "docs.csv.gz").write_bytes(gzip.compress(plain))
-    assert (
-        predicted_texts(cli("predict", "--model", tiny_run, "--file", tmp_path / "docs.csv.gz", "--json"))
-        == TEXTS
-    )
+    plain = write_table(tmp_path / name, ROWS).read_bytes()
+    (tmp_path / f"{name}.gz").write_bytes(gzip.compress(plain))
+    result = cli("predict", "--model", tiny_run, "--file", tmp_path / f"{name}.gz", "--json")
+    assert predicted_texts(result) == TEXTS
 
 
 def test_stdin_is_read_as_it_comes(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -124,7 +124,8 @@ def _open(path: str) -> tuple[str, IO[bytes]]:
     try:
         handle = location.open("rb")
         if handle.peek(2)[:2] == GZIP_MAGIC:
-            return source, gzip.GzipFile(fileobj=handle)  # type: ignore[return-value]
+            handle.close()
+            return source, gzip.open(location, "rb")  # type: ignore[return-value]
     except OSError as error:
         raise data_error(source, f"cannot read the file ({error.strerror or error})") from None
     return source, handle
