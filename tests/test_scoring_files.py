@@ -229,3 +229,12 @@ def test_predict_and_training_describe_a_bad_byte_in_the_same_words(tiny_run: Pa
         "predict", "--model", tiny_run, "--file", "-", input=lines.replace(b"text,label\n", b"first\n")
     )
     one_error_line(piped, "stdin: " + wanted)
+
+
+def test_a_file_without_a_header_row_is_told_to_have_one(tmp_path: Path) -> None:
+    path = tmp_path / "rows.csv"
+    path.write_text("".join(f"{t},{y}\n" for t, y in ROWS), encoding="utf-8")
+    with pytest.raises(RnnclfError) as caught:
+        read_examples(path)
+    message = str(caught.value)
+    assert "the first row must be a header naming the columns" in message and "data.text_column" in message

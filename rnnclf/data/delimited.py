@@ -142,7 +142,9 @@ def column_hint(names: list[str], column: str, delimiter: str | None) -> str:
     close = difflib.get_close_matches(column, candidates, n=1, cutoff=0.6)
     if close:
         return f"; did you mean {quote(close[0])}?"
-    return "; the first row must be a header naming the columns"
+    if any(len(name) > 40 or len(name.split()) > 2 for name in names):  # reads like a row of data
+        return "; the first row must be a header naming the columns"
+    return ""
 
 
 def ragged_row_error(
