@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import write_csv, write_tiny_project
 from typer.testing import CliRunner, Result
 
 from rnnclf.cli.app import app
@@ -93,7 +92,7 @@ def assert_same_run(left: Path, right: Path) -> None:
         assert torch.equal(weights[name], other_weights[name]), name
 
 
-# --- item 1: stop and resume in either stage ----------------------------------------------------------------
+# --- item 1: stop and resume in either stage --------------------------------------------------------------
 
 
 @pytest.mark.parametrize("reads, stage", [(3, "language model"), (18, "classifier")])
@@ -214,7 +213,7 @@ def test_ctrl_c_in_the_language_model_stage_prints_a_resume_command_that_finishe
     assert state["epoch"] < 200
 
 
-# --- item 2: a saved config trains again, from anywhere --------------------------------------------------------
+# --- item 2: a saved config trains again, from anywhere ---------------------------------------------------
 
 
 @pytest.mark.parametrize("kind", ["single-stage", "two-stage", "init_from"])
@@ -244,7 +243,7 @@ def test_a_run_trains_again_from_its_config_yaml_in_another_working_directory(
     assert_same_run(tmp_path / "first", again)
 
 
-# --- item 3: validation and test texts stay out of the language model ---------------------------------------
+# --- item 3: validation and test texts stay out of the language model -------------------------------------
 
 
 def test_init_from_a_language_model_that_read_this_validation_split_is_refused(tiny_config: Path) -> None:
@@ -313,7 +312,7 @@ def test_a_two_stage_run_finds_no_overlap_in_its_own_language_model(tiny_config:
     assert record == {"checked": True, "setting": "refuse", "valid": 0, "test": 0}
 
 
-# --- item 5: what the terminal shows ---------------------------------------------------------------------------
+# --- item 5: what the terminal shows ----------------------------------------------------------------------
 
 
 def test_train_starts_with_a_short_header_and_verbose_adds_the_config(tiny_config: Path) -> None:
@@ -337,7 +336,7 @@ def test_quiet_keeps_one_line_per_epoch_and_the_result(tiny_config: Path) -> Non
     assert "best epoch" in out and "run:" not in out and "data:" not in out
 
 
-# --- item 6 (the runs table) and item 7 (small things) ----------------------------------------------------------
+# --- item 6 (the runs table) and item 7 (small things) ----------------------------------------------------
 
 
 def _fake_run(folder: Path, config: dict, rows: list[dict], metrics: dict | None) -> Path:
@@ -406,7 +405,7 @@ def test_one_epoch_is_singular(tiny_config: Path) -> None:
     assert "(1 epoch)" in out and "(1 epochs)" not in out
 
 
-# --- item 10: a finished run keeps the model, not the resume state ----------------------------------------------
+# --- item 10: a finished run keeps the model, not the resume state ----------------------------------------
 
 
 def test_a_finished_run_keeps_best_pt_only_unless_keep_last(tiny_config: Path) -> None:
@@ -424,6 +423,6 @@ def test_a_finished_run_keeps_best_pt_only_unless_keep_last(tiny_config: Path) -
     kept = sum(path.stat().st_size for path in Path("kept").iterdir())
     assert Path("kept/last.pt").stat().st_size > Path("kept/best.pt").stat().st_size
     assert size < kept - Path("kept/best.pt").stat().st_size
-    ok(cli("train", tiny_config, "--set", "train.epochs=3", "--set", "output.keep_last=true", "--run-dir", "kept",
-           "--resume", "--quiet"))  # fmt: skip
+    more = ["train.epochs=3", "output.keep_last=true"]
+    ok(cli("train", tiny_config, *sets(more), "--run-dir", "kept", "--resume", "--quiet"))
     assert len(Path("kept/metrics.jsonl").read_text().splitlines()) == 3
