@@ -267,7 +267,7 @@ def differences(config: Config) -> list[str]:
         f"{section}.{key}: {_value_shown(value)}"
         for section, keys in values.items()
         for key, value in keys.items()
-        if value != defaults[section][key] and (section, key) not in PATH_KEYS and section != "output"
+        if value != defaults[section][key] and (section, key) not in (*PATH_KEYS, ("output", "run_dir"))
     ]
 
 

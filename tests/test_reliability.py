@@ -279,7 +279,7 @@ def test_second_ctrl_c_quits_at_once_and_writes_nothing(tmp_path: Path) -> None:
     process = start(["train", str(config), "--run-dir", "run"], tmp_path)
     assert process.stdout is not None and process.stderr is not None
     header = [process.stdout.readline() for _ in range(3)]  # printed just before the handlers go in
-    assert header[0].startswith("run: run (") and header[2].startswith("data: train "), header
+    assert header[0].startswith("run: run (") and header[2].startswith("files: train "), header
     time.sleep(0.1)
     process.send_signal(signal.SIGINT)
     assert process.stderr.readline().startswith("stopping after this step")

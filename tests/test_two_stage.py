@@ -324,7 +324,7 @@ def test_train_starts_with_a_short_header_and_verbose_adds_the_config(tiny_confi
         and "train.epochs: 1" in lines[1]
         and "model.hidden_dim: 16" in lines[1]
     )
-    assert lines[2] == "data: train project/train.csv; valid 10% of train; test project/test.csv"
+    assert lines[2] == "files: train project/train.csv; valid 10% of train; test project/test.csv"
     assert "config (" not in out and "\ndata:\n" not in out and len(lines) < 15
     verbose = ok(cli("train", tiny_config, "--set", "train.epochs=1", "--run-dir", "b", "--verbose")).stdout
     assert "config (" in verbose and "  embedding_dim: 16" in verbose
@@ -333,7 +333,7 @@ def test_train_starts_with_a_short_header_and_verbose_adds_the_config(tiny_confi
 def test_quiet_keeps_one_line_per_epoch_and_the_result(tiny_config: Path) -> None:
     out = ok(cli("train", tiny_config, "--set", "train.epochs=2", "--quiet")).stdout
     assert [line.split()[1] for line in out.splitlines() if line.startswith("epoch ")] == ["1/2", "2/2"]
-    assert "best epoch" in out and "run:" not in out and "data:" not in out
+    assert "best epoch" in out and "run:" not in out and "files:" not in out and "data:" not in out
 
 
 # --- item 6 (the runs table) and item 7 (small things) ----------------------------------------------------

@@ -95,7 +95,7 @@ def run_header(config: Path, settings: Any, folder: Path, resume: bool, differin
         files.append(f"unlabeled {', '.join(_shown_path(path) for path in unlabeled)}")
     if settings.model.init_from:
         files.append(f"language model {_shown_path(settings.model.init_from)}")
-    message(f"data: {'; '.join(files)}")
+    message(f"files: {'; '.join(files)}")
 
 
 def next_step(config: Path, folder: Path, two_stage: bool) -> None:
@@ -231,7 +231,7 @@ def runs_table(rows: list[dict[str, Any]], folder: Path) -> None:
     for column in ("run", "date", "status", "data", "model"):
         table.add_column(column, overflow="fold")
     valid_header = f"best valid {shared}" if shared else "best valid"
-    test_header = f"test {shared}" if shared else "test"
+    test_header = f"test {shared}" if shared and shared != "perplexity" else "test"
     for column in ("epochs", valid_header, test_header, "time"):
         table.add_column(column, justify="right")
     for row in rows:

@@ -13,6 +13,7 @@ the run folder (rnnclf.runs.rundir), the final scores (rnnclf.training.outcome),
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,8 @@ from rnnclf.training.optimization import class_weights, make_optimizer, make_sch
 from rnnclf.training.outcome import finish, summary_lines
 from rnnclf.training.resume import TrainingState, check_resumable, load_last
 from rnnclf.training.stopping import Interrupted, StopFlag
+
+log = logging.getLogger("rnnclf")
 
 
 def train(
@@ -125,10 +128,12 @@ def _data(config: Config, processes: Processes, reporter: Reporter) -> tuple[Pre
             f"prepared data identical in every process (sha256 {digest[:12]})"
         )
     found = processes.from_primary(lambda: overlap(config)) if config.model.init_from else None
-    if found and found["checked"] and (found.get("valid") or found.get("test")):
-        reporter.message(
-            f"model.init_from_overlap: allow: {found.get('valid', 0)} validation and {found.get('test', 0)} "
-            "test documents were in the language model's training text (recorded in metrics.json)"
+    if found and found["checked"] and (found.get("valid") or found.get("test")):  # allowed, else refused
+        log.warning(
+            "model.init_from_overlap: allow: %d validation and %d test documents were in the language "
+            "model's training text; scores on them are biased (recorded in metrics.json)",
+            found.get("valid", 0),
+            found.get("test", 0),
         )
     return prepared, found
 
