@@ -426,3 +426,30 @@ def test_a_finished_run_keeps_best_pt_only_unless_keep_last(tiny_config: Path) -
     more = ["train.epochs=3", "output.keep_last=true"]
     ok(cli("train", tiny_config, *sets(more), "--run-dir", "kept", "--resume", "--quiet"))
     assert len(Path("kept/metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_a_language_model_without_fingerprints_is_used_with_a_warning(tiny_config: Path) -> None:
+    """lm.pt of rnnclf 0.2 records no texts: the check cannot run, and says so."""
+    ok(cli("pretrain", tiny_config, "--set", "pretrain.epochs=1", "--run-dir", "lm", "--quiet"))
+    old = checkpoint.load("lm/lm.pt", kind=checkpoint.LANGUAGE_MODEL)
+    old = {key: value for key, value in old.items() if key not in (*checkpoint.STAMP, "fingerprints")}
+    checkpoint.save(old, "lm/lm.pt", kind=checkpoint.LANGUAGE_MODEL)
+    result = ok(cli("train", tiny_config, *sets(["model.init_from=lm", "train.epochs=1"]), "--run-dir", "c"))
+    assert "does not record its training texts" in result.stderr
+    assert json.loads(Path("c/metrics.json").read_text())["init_from_overlap"]["checked"] is False
+
+
+def test_a_pretrain_folder_stopped_in_its_first_epoch_is_a_language_model(tiny_config: Path) -> None:
+    from rnnclf.pretraining.loop import pretrain
+
+    with pytest.raises(Interrupted):
+        pretrain(load(tiny_config, ["pretrain.epochs=2", "pretrain.batch_size=16"]), "lm", stop=StopAfter(2))
+    assert Path("lm/last.pt").exists() and not Path("lm/lm.pt").exists()
+    row = run_summary(Path("lm"))
+    assert (row["kind"], row["status"]) == ("language model", "stopped")
+    line = one_line_error(
+        cli("predict", "--model", "lm", "pizza"), "a language model stopped (rnnclf pretrain)"
+    )
+    assert "rnnclf pretrain lm/config.yaml --run-dir lm --resume" in line
+    ok(cli("pretrain", "lm/config.yaml", "--run-dir", "lm", "--resume", "--quiet"))
+    assert run_summary(Path("lm"))["status"] == "done"

@@ -75,7 +75,7 @@ def stage(run_dir: Path) -> str:
     run's pretrain/ both count as a language model. Reads only which files exist."""
     if (run_dir / METRICS).exists() and (run_dir / BEST).exists():
         return "finished"
-    if (run_dir / LAST).exists() or (run_dir / BEST).exists():
+    if not _pretrain_folder(run_dir) and ((run_dir / LAST).exists() or (run_dir / BEST).exists()):
         return "classifier stopped"
     for folder in (run_dir, run_dir / PRETRAIN):
         if (folder / LANGUAGE_MODEL).exists() and (folder / METRICS).exists():
@@ -85,13 +85,29 @@ def stage(run_dir: Path) -> str:
     return "nothing saved"
 
 
+def _pretrain_folder(run_dir: Path) -> bool:
+    """A `rnnclf pretrain` run folder: lm.pt, or (stopped in its first epoch, last.pt alone) a saved
+    config with pretrain.epochs > 0 and no pretrain/ inside (a two-stage run has one)."""
+    if (run_dir / LANGUAGE_MODEL).exists():
+        return True
+    if (run_dir / PRETRAIN).exists() or not (run_dir / CONFIG).is_file():
+        return False
+    import yaml
+
+    try:
+        config = yaml.safe_load((run_dir / CONFIG).read_text(encoding="utf-8"))
+        return int(config["pretrain"]["epochs"]) > 0
+    except (OSError, ValueError, TypeError, KeyError, yaml.YAMLError):
+        return False
+
+
 def has_checkpoint(run_dir: Path) -> bool:
     return stage(run_dir) != "nothing saved"
 
 
-def resume_hint(run_dir: Path) -> str:
+def resume_hint(run_dir: Path, command: str = "train") -> str:
     """The command that continues a run, from its own config.yaml (paths in it are absolute)."""
-    return f"rnnclf train {run_dir / CONFIG} --run-dir {run_dir} --resume"
+    return f"rnnclf {command} {run_dir / CONFIG} --run-dir {run_dir} --resume"
 
 
 def check_fresh(run_dir: Path) -> None:
@@ -222,7 +238,7 @@ def language_model_only(path: Path, held: str) -> str:
         f"{path}: a {held} (rnnclf pretrain), not a classifier: predict, eval, info and export need one; "
         f"'rnnclf runs' shows its perplexity, and rnnclf train CONFIG --set model.init_from={path} "
         "trains a classifier from it"
-        + ("" if held.endswith("finished") else f" (finish it first: {resume_hint(path).replace('train', 'pretrain', 1)})")
+        + ("" if held.endswith("finished") else f" (finish it first: {resume_hint(path, 'pretrain')})")
     )
 
 
