@@ -86,8 +86,15 @@ def _pretrained(
             "(pretrain.epochs) or start from an existing one (model.init_from), not both"
         )
     stage = run_dir / rundir.PRETRAIN
-    finished = (stage / rundir.METRICS).exists() and (stage / LM_FILE).exists()
-    if resume and (run_dir / rundir.LAST).exists():
+    # Rank 0 looks (the run folder need not be shared between machines) and tells the others.
+    started, finished, stopped = processes.from_primary(
+        lambda: (
+            (run_dir / rundir.LAST).exists(),
+            (stage / rundir.METRICS).exists() and (stage / LM_FILE).exists(),
+            (stage / rundir.LAST).exists(),
+        )
+    )
+    if resume and started:
         pass  # the classifier has started: last.pt brings its weights
     elif resume and finished:
         reporter.message(f"stage 1/2: the language model in {stage} is trained; keeping it")
@@ -96,9 +103,7 @@ def _pretrained(
         reporter.message(
             f"stage 1/2: language-model pretraining ({counted(config.pretrain.epochs, 'epoch')}) in {stage}"
         )
-        language_model_stage(
-            config, stage, reporter, resume and (stage / rundir.LAST).exists(), stop, processes
-        )
+        language_model_stage(config, stage, reporter, resume and stopped, stop, processes)
         reporter.message("stage 2/2: the classifier, started from the language model")
     config.model.init_from = str((stage / LM_FILE).resolve())
 
@@ -224,7 +229,8 @@ def _train(
         rundir.write_config(run_dir, dump(recipe(config)))
     _pretrained(config, run_dir, reporter, resume, stop, processes)
     # A two-stage run resumed before its classifier saved anything starts the classifier afresh.
-    resume = resume and ((run_dir / rundir.LAST).exists() or config.pretrain.epochs < 1)
+    if resume and config.pretrain.epochs > 0:
+        resume = processes.from_primary(lambda: (run_dir / rundir.LAST).exists())
     seed_everything(settings.seed)
     prepared, found = _data(config, processes, reporter)
     baseline = _baseline(config, prepared, processes, reporter)
