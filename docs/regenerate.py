@@ -46,13 +46,6 @@ def rnnclf(*args: str, cwd: Path) -> str:
     return done.stdout + done.stderr
 
 
-def without_config(output: str) -> str:
-    """`rnnclf train` output without the resolved config it prints first (pages show it elsewhere)."""
-    lines = output.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("data: "))
-    return "\n".join(lines[start:]) + "\n"
-
-
 def from_line(output: str, prefix: str) -> str:
     lines = output.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith(prefix))
@@ -134,7 +127,7 @@ def main() -> None:
         trained = rnnclf(
             "train", str(CONFIG), "--set", EPOCHS, "--set", "output.tensorboard=true", cwd=scratch
         )
-        samples["train"] = without_config(trained)
+        samples["train"] = from_line(trained, "run: ")  # from the header on
         run = Path((scratch / "runs" / "LATEST").read_text(encoding="utf-8").strip())
         samples["eval-plot"] = rnnclf("eval", "--plot", "eval_confusion.png", cwd=scratch)
         samples["runs"] = rnnclf("runs", cwd=scratch)

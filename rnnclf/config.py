@@ -45,10 +45,12 @@ __all__ = [
     "TextConfig",
     "TrainConfig",
     "default_yaml",
+    "differences",
     "dump",
     "load",
     "parse_override",
     "read_yaml",
+    "recipe",
     "resolve_paths",
     "safe_load",
     "validate",
@@ -198,28 +200,37 @@ def safe_load(text: str) -> Any:
         raise RnnclfError(f"invalid YAML ({reason})") from None
 
 
-def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read a YAML config, apply `--set` overrides, validate, and resolve data paths against the
-    config file's folder."""
+def load(path: str | Path, overrides: list[str] | tuple[str, ...] = (), cwd: Path | None = None) -> Config:
+    """Read a YAML config, apply `--set` overrides, validate, and make every file path absolute.
+
+    Relative paths written in the file are read from the file's folder (the file travels with its
+    data); relative paths given by a `--set` override are read from the working directory `cwd`
+    (default: the current one), as every other command-line path is. `rnnclf train`, `pretrain` and
+    `tune` all load their config through here."""
     path = Path(path)
     raw = read_yaml(path)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise RnnclfError(f"{path}: the top level must be a mapping of sections ({', '.join(SECTIONS)})")
+    overridden: set[tuple[str, str]] = set()
     for item in overrides:
         (section, key), value = parse_override(item)
         validate({section: {key: value}}, f"--set {item!r}")  # a bad value is blamed on its --set
         if not isinstance(raw.get(section), dict):
             raw[section] = {}
         raw[section][key] = value
+        overridden.add((section, key))
     config = validate(raw, str(path))
-    return resolve_paths(config, path.parent)
+    from_file = tuple(key for key in PATH_KEYS if key not in overridden)
+    config = resolve_paths(config, path.parent, from_file)
+    return resolve_paths(config, Path.cwd() if cwd is None else cwd, tuple(sorted(overridden)))
 
 
-def resolve_paths(config: Config, base: Path) -> Config:
-    """Make relative data paths absolute against `base` (the config file's folder). A value that is no
-    existing path but names a corpus or vectors (`imdb`, `glove.6B.100d`) stays a name: train fetches it."""
+def resolve_paths(config: Config, base: Path, keys: tuple[tuple[str, str], ...] | None = None) -> Config:
+    """Make relative paths absolute against `base` (for a config file: its folder), for the path keys
+    among `keys` (default: every path key). A value that is no existing path but names a corpus or
+    vectors (`imdb`, `glove.6B.100d`) stays a name: train fetches it."""
     from rnnclf.fetch import is_name
 
     def resolved(value: str) -> str:
@@ -227,13 +238,37 @@ def resolve_paths(config: Config, base: Path) -> Config:
             return value
         return str((base / value).resolve())
 
-    for section, key in PATH_KEYS:
+    for section, key in PATH_KEYS if keys is None else (k for k in keys if k in PATH_KEYS):
         value = getattr(getattr(config, section), key)
         if isinstance(value, list):
             setattr(getattr(config, section), key, [resolved(item) for item in value])
         elif value is not None:
             setattr(getattr(config, section), key, resolved(value))
     return config
+
+
+def recipe(config: Config) -> Config:
+    """The config a run saves as RUN/config.yaml: what `rnnclf train RUN/config.yaml` needs to run it
+    again from any working directory. Paths are absolute already (load); output.run_dir is null (a
+    new run gets a new folder); a two-stage run (pretrain.epochs > 0) keeps its pretrain section and
+    not the model.init_from that its first stage set (the schema refuses the two together)."""
+    saved = config.model_copy(deep=True)
+    saved.output.run_dir = None
+    if saved.pretrain.epochs > 0:
+        saved.model.init_from = None
+    return saved
+
+
+def differences(config: Config) -> list[str]:
+    """'section.key: value' for every key whose value is not the default (the run's key settings);
+    data paths are left to the caller, which shows them on their own line."""
+    defaults, values = Config().to_dict(), config.to_dict()
+    return [
+        f"{section}.{key}: {_value_shown(value)}"
+        for section, keys in values.items()
+        for key, value in keys.items()
+        if value != defaults[section][key] and (section, key) not in (*PATH_KEYS, ("output", "run_dir"))
+    ]
 
 
 def dump(config: Config) -> str:
@@ -245,7 +280,7 @@ def default_yaml() -> str:
     """A complete, commented default config (what `rnnclf init-config` prints)."""
     lines = [
         "# rnnclf config. Run: rnnclf train config.yaml   (override any key: --set train.epochs=3)",
-        "# Relative data paths are read from this file's folder.",
+        "# Relative paths are read from this file's folder (in --set overrides: from the working directory).",
     ]
     defaults = Config().to_dict()
     for name, section in SECTIONS.items():

@@ -301,3 +301,33 @@ def _prepare(config: Config, extra_counts: Counter[str] | None, given: Vocab | N
         valid=encode_part(valid_part, valid_ids, vocab),
         test=test,
     )
+
+
+def split_texts(config: Config) -> dict[str, list[str]]:
+    """The raw texts of each split as prepare() splits them ("train", "valid", and "test" when there is
+    one): the same files and, with data.valid null, the same seeded stratified split. For checks on
+    which texts a language model read (rnnclf.text.fingerprints), not for training: it reads the files
+    again (a second or two on IMDB) and keeps documents whose labels training would drop. Warnings
+    about the data were given when it was prepared: they are not repeated."""
+    previous = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        return _split_texts(config)
+    finally:
+        log.setLevel(previous)
+
+
+def _split_texts(config: Config) -> dict[str, list[str]]:
+    data = config.data
+    train = read_configured(data.train, data)
+    texts = {"train": train.texts}
+    if data.valid is None:
+        # The key stratified_split sorts by: the label, or a multi-label document's first label.
+        keys = [labels[0] if labels else "" for labels in train.labels] if data.multi_label else train.labels
+        keep, held_out = stratified_split(keys, data.valid_fraction, config.train.seed)
+        texts = {"train": [train.texts[i] for i in keep], "valid": [train.texts[i] for i in held_out]}
+    else:
+        texts["valid"] = read_configured(data.valid, data).texts
+    if data.test is not None:
+        texts["test"] = read_configured(data.test, data).texts
+    return texts

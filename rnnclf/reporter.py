@@ -1,7 +1,8 @@
 """The one way the library talks to the user while it works: a Reporter.
 
-Reporter writes plain log lines (for files, CI and pipes); quiet=True keeps only the final summary;
-Silent says nothing (processes other than rank 0). The command line's live progress bars
+Reporter writes plain log lines (for files, CI and pipes); quiet=True keeps one line per epoch and the
+final summary (warnings are logged, and shown whatever the reporter); Silent says nothing (processes
+other than rank 0). The command line's live progress bars
 (rnnclf.cli.progress) are a Reporter too; the library never imports them.
 """
 
@@ -9,6 +10,11 @@ from __future__ import annotations
 
 import time
 from typing import Any
+
+
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """'1 epoch', '3 epochs' (`plural` for nouns that do not take an s)."""
+    return f"{count:,} {noun if count == 1 else plural or noun + 's'}"
 
 
 class Reporter:
@@ -46,15 +52,16 @@ class Reporter:
             )
 
     def epoch_end(self, row: dict[str, Any]) -> None:
+        """One line per epoch, quiet or not."""
         if "valid_perplexity" in row:  # a language model's epoch (rnnclf pretrain)
-            self.message(
+            self.write(
                 f"epoch {row['epoch']}/{self._epochs} train_loss {row['train_loss']:.4f} "
                 f"valid_perplexity {row['valid_perplexity']:.1f} "
                 f"{row['token_directions_per_s']:,.0f} token-directions/s "
                 f"{row['seconds']:.1f}s{'  *best' if row.get('best') else ''}"
             )
             return
-        self.message(
+        self.write(
             f"epoch {row['epoch']}/{self._epochs} train_loss {row['train_loss']:.4f} "
             f"valid_loss {row['valid_loss']:.4f} valid_accuracy {row['valid_accuracy']:.4f} "
             f"valid_macro_f1 {row['valid_macro_f1']:.4f} "
@@ -76,6 +83,9 @@ class Silent(Reporter):
 
     def __init__(self) -> None:
         super().__init__(quiet=True)
+
+    def epoch_end(self, row: dict[str, Any]) -> None:
+        pass
 
     def summary(self, text: str) -> None:
         pass

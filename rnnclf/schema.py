@@ -105,6 +105,12 @@ class ModelConfig(Section):
         description="start the embedding and recurrent layers from a language model (rnnclf pretrain's "
         "lm.pt, or its run folder); its vocabulary comes with it. null: random start",
     )
+    init_from_overlap: Literal["refuse", "allow"] = Field(
+        "refuse",
+        description="refuse: stop when validation or test documents were in the language model's "
+        "training text (model.init_from, or data.unlabeled naming data.valid or data.test), which biases "
+        "every choice made on validation; allow: go on, and record the counts in metrics.json",
+    )
 
 
 class EnsembleConfig(Section):
@@ -134,7 +140,8 @@ class PretrainConfig(Section):
         0,
         ge=0,
         description="passes of language-model pretraining on the training texts (+ data.unlabeled) before "
-        "the classifier trains from it, in the same run (rnnclf pretrain runs this stage alone). 0: off",
+        "the classifier trains from it, in the same run (rnnclf pretrain runs this stage alone, 3 "
+        "passes when this is 0). 0: off",
     )
     batch_size: int = Field(64, ge=1, description="text windows (pretrain.window) per language-model step")
     window: int = Field(
@@ -147,7 +154,8 @@ class PretrainConfig(Section):
     samples: int = Field(
         1024,
         ge=0,
-        description="words drawn per step for the sampled softmax (fast on CPU); 0: the full softmax",
+        description="words drawn per step for the sampled softmax (fast on CPU); 0, or at least the "
+        "vocabulary's size: the full softmax",
     )
 
 
@@ -236,6 +244,11 @@ class OutputConfig(Section):
         True,
         description="draw learning_curves.png and confusion_matrix.png in run_dir at the end "
         "(needs pip install 'rnnclf[plots]'; without it, a one-line note)",
+    )
+    keep_last: bool = Field(
+        False,
+        description="keep last.pt once a run has finished (what --resume with a larger train.epochs needs; "
+        "with adam about 3x best.pt's size); false: a finished run keeps best.pt only",
     )
     tensorboard: bool = Field(
         False,

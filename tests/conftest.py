@@ -149,6 +149,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = write_tiny_project(root / "project")
     with pytest.MonkeyPatch.context() as patch, cli_globals_restored():
         patch.chdir(root)
-        result = CliRunner().invoke(app, ["train", str(config), "--quiet"])
+        # keep_last: tests read last.pt too (a finished run keeps only best.pt by default).
+        result = CliRunner().invoke(app, ["train", str(config), "--quiet", "--set", "output.keep_last=true"])
     assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
     return Path((root / "runs" / "LATEST").read_text(encoding="utf-8").strip())

@@ -76,7 +76,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Run:
     config = write_tiny_project(root / "project")
     with pytest.MonkeyPatch.context() as patch, cli_globals_restored():
         patch.chdir(root)
-        ok(cli("train", config, "--quiet"))
+        ok(cli("train", config, "--quiet", "--set", "output.keep_last=true"))  # tests read last.pt too
     run_dir = Path((root / "runs" / "LATEST").read_text(encoding="utf-8").strip())
     return Run(root, config, run_dir)
 
@@ -114,7 +114,7 @@ def test_train_writes_a_complete_run_folder(trained: Run) -> None:
     # The saved config is the resolved one and loads again.
     saved = config_module.load(run_dir / "config.yaml")
     assert saved.data.train == str(trained.config.parent / "train.csv")
-    assert saved.output.run_dir == str(run_dir.relative_to(trained.root))
+    assert saved.output.run_dir is None  # training it again makes a new run
 
 
 def test_best_pt_is_the_model_and_last_pt_resumes(trained: Run) -> None:
@@ -158,7 +158,7 @@ def test_every_command_works_from_either_checkpoint(trained: Run, tmp_path: Path
 
 def test_a_second_fresh_run_in_the_same_folder_is_refused(trained: Run) -> None:
     before = (trained.run_dir / "best.pt").stat().st_mtime_ns
-    user_error(cli("train", trained.config, "--run-dir", trained.run_dir), "already holds a trained run")
+    user_error(cli("train", trained.config, "--run-dir", trained.run_dir), "already holds a finished run")
     assert (trained.run_dir / "best.pt").stat().st_mtime_ns == before
 
 
@@ -173,10 +173,11 @@ def test_same_seed_same_metrics(trained: Run, tmp_path: Path) -> None:
 
 def test_resume_continues_from_last_pt(tiny_config: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "r"
-    ok(cli("train", tiny_config, "--run-dir", run_dir, "--set", "train.epochs=2", "--quiet"))
+    keep = ["--set", "output.keep_last=true"]  # a finished run keeps last.pt only when asked to
+    ok(cli("train", tiny_config, "--run-dir", run_dir, "--set", "train.epochs=2", "--quiet", *keep))
     two = (run_dir / "metrics.jsonl").read_text().splitlines()
     assert len(two) == 2
-    result = ok(cli("train", tiny_config, "--run-dir", run_dir, "--set", "train.epochs=3", "--resume"))
+    result = ok(cli("train", tiny_config, "--run-dir", run_dir, "--set", "train.epochs=3", "--resume", *keep))
     assert "resuming" in result.stdout
     three = (run_dir / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in three] == [1, 2, 3]

@@ -258,9 +258,21 @@ def test_relative_data_paths_resolve_against_the_config_folder(tmp_path: Path) -
     assert config.model.pretrained_vectors == str(tmp_path / "sub" / "g.txt")
 
 
-def test_override_paths_resolve_against_the_config_folder_too(tmp_path: Path) -> None:
-    config = load(write(tmp_path / "sub" / "c.yaml", ""), ["data.test=t.csv"])
-    assert config.data.test == str(tmp_path / "sub" / "t.csv")
+def test_override_paths_resolve_against_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A --set path is a command-line path: read from where the command runs, as train, pretrain and
+    tune all load configs; the file's own paths still follow the file."""
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    path = write(tmp_path / "sub" / "c.yaml", "data:\n  train: d/train.csv\n")
+    config = load(path, ["data.test=t.csv", "model.init_from=../lm", "data.unlabeled=[u.txt, /abs/v.txt]"])
+    assert config.data.test == str(tmp_path / "elsewhere" / "t.csv")
+    assert config.model.init_from == str(tmp_path / "lm")
+    assert config.data.unlabeled == [str(tmp_path / "elsewhere" / "u.txt"), "/abs/v.txt"]
+    assert config.data.train == str(tmp_path / "sub" / "d" / "train.csv")
+    # An explicit working directory (a caller that is not where the user typed the command).
+    assert load(path, ["data.test=t.csv"], cwd=tmp_path).data.test == str(tmp_path / "t.csv")
 
 
 # --- nothing but RnnclfError, whatever the input -----------------------------------------------------------

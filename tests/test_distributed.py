@@ -40,7 +40,15 @@ from rnnclf.training.distributed import Processes, my_part
 from rnnclf.training.optimization import train_step
 
 # No dropout: with it, each process draws its own masks and the runs differ by design.
-SAME_AS_ONE = ["--set", "model.dropout=0", "--set", "model.embedding_dropout=0"]
+# keep_last: the tests compare the finished runs' last.pt (the training state) too.
+SAME_AS_ONE = [
+    "--set",
+    "model.dropout=0",
+    "--set",
+    "model.embedding_dropout=0",
+    "--set",
+    "output.keep_last=true",
+]
 # Long enough that a signal lands mid-training on any machine (about 0.1 s an epoch here).
 LONG = ["--set", "train.epochs=1000", "--set", "train.patience=null", "--set", "output.plots=false"]
 LOSS_TOLERANCE, WEIGHT_TOLERANCE = 1e-4, 1e-3
@@ -291,7 +299,7 @@ def test_two_processes_write_one_set_of_outputs(runs: dict) -> None:
     assert sorted(p.name for p in two.iterdir()) == sorted(p.name for p in one.iterdir())
     # Rank 0 alone reports: the config, the set-up lines and the summary appear once.
     stdout = runs["stdout"]
-    for line in ("config (", "data parallel: 2 processes (gloo)", "best epoch ", "model: lstm"):
+    for line in ("run: ", "data parallel: 2 processes (gloo)", "best epoch ", "model: lstm"):
         assert stdout.count(line) == 1, (line, stdout)
     # ... and says the processes prepared identical data (vocabulary, labels, every document).
     assert "prepared data identical in every process (sha256 " in stdout
@@ -382,7 +390,7 @@ def test_a_signal_to_one_process_stops_all_after_the_same_step_then_resume_under
     assert time.monotonic() - started < EXIT_WITHIN_S
     assert code != 0
     assert gone(ranks[0]) and gone(ranks[1])
-    assert stderr.count("interrupted; last.pt saved") == 1, stderr  # rank 0 only
+    assert stderr.count("interrupted; run/last.pt saved") == 1, stderr  # rank 0 only
     state = checkpoint.load(tmp_path / "run" / "last.pt")
     assert state["epoch"] >= 1
     assert not list((tmp_path / "run").glob(".*.tmp"))

@@ -183,12 +183,17 @@ def test_fitted_model_round_trips_through_a_state_dict() -> None:
     torch.testing.assert_close(fresh(ids, lengths), model(ids, lengths), atol=0, rtol=0)
 
 
+KEEP_LAST = ["--set", "output.keep_last=true"]
+
+
 def test_cli_trains_a_blend_chooses_its_share_on_validation_and_shows_each_part(
     tiny_config: Path, tmp_path: Path
 ) -> None:
     run_dir = tmp_path / "run"
     result = CliRunner().invoke(
-        app, ["train", str(tiny_config), "--run-dir", str(run_dir), "--set", "linear.ngrams=2"]
+        app,
+        # keep_last: last.pt must hold the chosen share too
+        ["train", str(tiny_config), "--run-dir", str(run_dir), "--set", "linear.ngrams=2", *KEEP_LAST],
     )
     assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
     assert "linear model (add-on):" in result.output and "n-grams (1-2" in result.output

@@ -41,6 +41,7 @@ train:
   monitor: valid_loss  # micro-F1 on 15 validation documents reaches 1 early and stops improving
 output:
   plots: false
+  keep_last: true  # the resume test continues the finished run with more epochs
 """
 
 

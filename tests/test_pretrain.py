@@ -172,7 +172,7 @@ def test_valid_split_off_train_is_not_pretrained_on(tmp_path: Path) -> None:
 def test_unlabeled_texts_are_read_and_widen_the_vocabulary(tmp_path: Path) -> None:
     config_path = write_tiny_project(tmp_path / "project")
     (tmp_path / "project" / "more.txt").write_text("unlabeledword the pizza\n\nunlabeledword a goal\n")
-    config = load(config_path, ["data.unlabeled=more.txt"])
+    config = load(config_path, ["data.unlabeled=project/more.txt"])  # --set paths: from the working dir
     corpus = build_corpus(config, Processes(torch.device("cpu")))
     assert corpus.unlabeled == 2
     assert "unlabeledword" in corpus.vocab.get_itos()
@@ -189,7 +189,7 @@ def test_pretrain_then_init_from_through_the_cli(tmp_path: Path) -> None:
     assert [row["epoch"] for row in rows] == [1, 2]
     assert all(row["valid_perplexity"] > 1 for row in rows)
     saved = checkpoint.load("lm/lm.pt", kind=checkpoint.LANGUAGE_MODEL)
-    result = run("train", str(config), "--set", "model.init_from=../lm", "--set", "train.epochs=1",
+    result = run("train", str(config), "--set", "model.init_from=lm", "--set", "train.epochs=1",
                  "--run-dir", "clf", "--quiet")  # fmt: skip
     assert result.exit_code == 0, result.output
     trained = checkpoint.load("clf/best.pt")
@@ -197,7 +197,7 @@ def test_pretrain_then_init_from_through_the_cli(tmp_path: Path) -> None:
     # A classifier built from init_from starts with exactly the language model's encoder.
     from rnnclf.training.initialise import init_encoders
 
-    settings = load(config, ["model.init_from=../lm"])
+    settings = load(config, ["model.init_from=lm"])
     model = Classifier(len(saved["vocab"]["itos"]), 3, settings.model)
     init_encoders([model], settings)
     for name, value in model.state_dict().items():
@@ -214,7 +214,7 @@ def test_init_from_a_language_model_of_another_shape_is_one_line(tmp_path: Path)
         run("pretrain", str(config), "--set", "pretrain.epochs=1", "--run-dir", "lm", "--quiet").exit_code
         == 0
     )
-    result = run("train", str(config), "--set", "model.init_from=../lm", "--set", "model.hidden_dim=12")
+    result = run("train", str(config), "--set", "model.init_from=lm", "--set", "model.hidden_dim=12")
     assert result.exit_code == 2
     assert "model.hidden_dim (16 in lm.pt, 12 here)" in result.output
     assert "Traceback" not in result.output

@@ -67,6 +67,8 @@ train:
   patience: null
   seed: 3
   device: cpu
+output:
+  keep_last: true       # these tests compare and resume last.pt after a run has finished too
 """
 
 
@@ -276,7 +278,8 @@ def test_second_ctrl_c_quits_at_once_and_writes_nothing(tmp_path: Path) -> None:
             handle.write(f"{'pizza goal ' * 460_000},{label}\n")
     process = start(["train", str(config), "--run-dir", "run"], tmp_path)
     assert process.stdout is not None and process.stderr is not None
-    assert process.stdout.readline().startswith("config (")  # printed just before the handlers go in
+    header = [process.stdout.readline() for _ in range(3)]  # printed just before the handlers go in
+    assert header[0].startswith("run: run (") and header[2].startswith("files: train "), header
     time.sleep(0.1)
     process.send_signal(signal.SIGINT)
     assert process.stderr.readline().startswith("stopping after this step")

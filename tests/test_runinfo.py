@@ -57,8 +57,10 @@ def test_runs_lists_the_trained_run(tiny_run: Path, monkeypatch: pytest.MonkeyPa
     table = ok(cli("runs")).stdout
     for fragment in (f"{tiny_run.name} *", "done", "project/train.csv", "lstm 1x16 bi, max", "3/3"):
         assert fragment in table, fragment
-    assert f"accuracy {row['best_valid']:.4f} (ep. {row['best_epoch']})" in table
-    assert f"{row['test_accuracy']:.4f}" in table
+    # One metric, the monitored one, on valid and on test: its name in the header.
+    assert "best valid accuracy" in table and "test accuracy" in table
+    assert f"{row['best_valid']:.4f} (ep. {row['best_epoch']})" in table
+    assert row["test_score"] == row["test_accuracy"] and f"{row['test_score']:.4f}" in table
 
 
 def test_runs_shows_what_it_can_of_unfinished_and_damaged_runs(tiny_run: Path, tmp_path: Path) -> None:

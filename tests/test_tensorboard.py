@@ -32,6 +32,7 @@ def test_tensorboard_scalars_follow_metrics_jsonl_across_a_resume(tiny_config: P
     )
     run = tmp_path / "run"
     common = ["--run-dir", run, "--set", "output.tensorboard=true", "--set", "output.plots=false", "--quiet"]
+    common += ["--set", "output.keep_last=true"]  # the finished run is continued with more epochs
     first = cli("train", tiny_config, *common, "--set", "train.epochs=1")
     assert first.exit_code == 0, first.output
     second = cli("train", tiny_config, *common, "--set", "train.epochs=2", "--resume")

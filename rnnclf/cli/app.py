@@ -54,7 +54,16 @@ RunDirOption = Annotated[Path | None, typer.Option(help="Where outputs go (overr
 ResumeOption = Annotated[
     bool, typer.Option(help="Continue the run in --run-dir (or the latest) from last.pt.")
 ]
-QuietOption = Annotated[bool, typer.Option(help="Print only the final summary.")]
+QuietOption = Annotated[
+    bool, typer.Option(help="Print one line per epoch, the final result and warnings only.")
+]
+VerboseOption = Annotated[
+    bool, typer.Option(help="Also print the whole resolved config (always saved as RUN_DIR/config.yaml).")
+]
+SET_HELP = (
+    "Override a key: --set {example} (repeatable). Relative paths in a --set are read from the working "
+    "directory; those in the config file from the file's folder."
+)
 
 
 @contextlib.contextmanager
@@ -72,38 +81,42 @@ def _user_errors() -> Iterator[None]:
 def train(
     config: Annotated[Path, typer.Argument(help="YAML config file.")],
     set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a key: --set train.epochs=3 (repeatable).")
+        list[str] | None, typer.Option("--set", help=SET_HELP.format(example="train.epochs=3"))
     ] = None,
     run_dir: RunDirOption = None,
     resume: ResumeOption = False,
     quiet: QuietOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
-    """Train a classifier.
+    """Train a classifier (with pretrain.epochs > 0: a language model first, then the classifier from it).
 
     Example: rnnclf train configs/trec.yaml --set train.epochs=3
     """
     with _user_errors():
-        cli_train.run(config, set_ or [], run_dir, resume, quiet)
+        cli_train.run(config, set_ or [], run_dir, resume, quiet, verbose=verbose)
 
 
 @app.command()
 def pretrain(
     config: Annotated[Path, typer.Argument(help="YAML config file (its model section sets the shape).")],
     set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a key: --set pretrain.epochs=3 (repeatable).")
+        list[str] | None, typer.Option("--set", help=SET_HELP.format(example="pretrain.epochs=3"))
     ] = None,
     run_dir: RunDirOption = None,
     resume: ResumeOption = False,
     quiet: QuietOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Pretrain a language model on the training texts (+ data.unlabeled) for model.init_from.
 
     It has the classifier's embedding and recurrent layers (forward and backward for a bidirectional
-    model) and trains pretrain.epochs passes; the run folder gets lm.pt (best held-out perplexity).
+    model) and trains pretrain.epochs passes (3 when pretrain.epochs is 0); the run folder gets lm.pt
+    (best held-out perplexity), and the last line is the rnnclf train command that uses it.
+
     Example: rnnclf pretrain configs/imdb-pretrained.yaml --set pretrain.epochs=2
     """
     with _user_errors():
-        cli_train.run(config, set_ or [], run_dir, resume, quiet, command="pretrain")
+        cli_train.run(config, set_ or [], run_dir, resume, quiet, command="pretrain", verbose=verbose)
 
 
 @app.command("eval")

@@ -20,6 +20,8 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from rnnclf.reporter import counted
+
 stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -30,6 +32,7 @@ MONITOR_NAMES = {
     "valid_macro_f1": "macro-F1",
     "valid_micro_f1": "micro-F1",
     "valid_loss": "loss",
+    "valid_perplexity": "perplexity",
 }
 
 
@@ -60,6 +63,45 @@ def note(text: str) -> None:
 def message(text: str, *, to_stderr: bool = False) -> None:
     """One plain line (never rich markup) on stdout, or on stderr."""
     (stderr if to_stderr else stdout).print(text, markup=False)
+
+
+def _shown_path(value: str | Path) -> str:
+    """A path as short as it stays clear: relative to the working directory when inside it."""
+    path = Path(value)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        return str(value)
+
+
+def run_header(config: Path, settings: Any, folder: Path, resume: bool, differing: list[str]) -> None:
+    """The first lines of `rnnclf train` and `pretrain`: where the run goes, the settings that differ
+    from the defaults, and the data files. (The data's counts and the model's size follow as soon as
+    training has read them; RUN/config.yaml holds every setting, and --verbose prints them.)"""
+    where = "resuming" if resume else "run"
+    saved = _shown_path(folder / "config.yaml")
+    message(f"{where}: {_shown_path(folder)} (every setting: {saved}; --verbose prints them)")
+    message(f"config {config}, set apart from the defaults: {', '.join(differing) or 'nothing'}")
+    data = settings.data
+    files = [f"train {_shown_path(data.train)}"]
+    if data.valid:
+        files.append(f"valid {_shown_path(data.valid)}")
+    else:
+        files.append(f"valid {data.valid_fraction:.0%} of train")
+    if data.test:
+        files.append(f"test {_shown_path(data.test)}")
+    unlabeled = [data.unlabeled] if isinstance(data.unlabeled, str) else list(data.unlabeled or [])
+    if unlabeled:
+        files.append(f"unlabeled {', '.join(_shown_path(path) for path in unlabeled)}")
+    if settings.model.init_from:
+        files.append(f"language model {_shown_path(settings.model.init_from)}")
+    message(f"files: {'; '.join(files)}")
+
+
+def next_step(config: Path, folder: Path, two_stage: bool) -> None:
+    """After `rnnclf pretrain`: the command that trains a classifier from the language model."""
+    off = " --set pretrain.epochs=0" if two_stage else ""  # the config would pretrain again otherwise
+    message(f"next: rnnclf train {config}{off} --set model.init_from={folder}")
 
 
 def json_line(value: Any) -> None:
@@ -175,24 +217,30 @@ def explanations(explanation: Any) -> list[Any]:
 
 
 def runs_table(rows: list[dict[str, Any]], folder: Path) -> None:
-    """`rnnclf runs`: one row per run (from runinfo.list_runs), or a note when there is none."""
+    """`rnnclf runs`: one row per run (from runinfo.list_runs), or a note when there is none. The valid
+    and test columns show one metric, the one each run monitors (perplexity for a language model); when
+    every run shows the same, its name is in the header, else in each cell."""
     from rnnclf.runs.info import data_summary, duration
 
     if not rows:
         note(f"no runs under {folder}/ (train one with 'rnnclf train CONFIG')")
         return
+    names = {MONITOR_NAMES.get(row["monitor"], row["monitor"]) for row in rows}
+    shared = names.pop() if len(names) == 1 else None
     table = Table(title=f"runs under {folder}/", caption="* the latest run: the default --model")
     for column in ("run", "date", "status", "data", "model"):
         table.add_column(column, overflow="fold")
-    for column in ("epochs", "best valid", "test acc.", "time"):
+    valid_header = f"best valid {shared}" if shared else "best valid"
+    test_header = f"test {shared}" if shared and shared != "perplexity" else "test"
+    for column in ("epochs", valid_header, test_header, "time"):
         table.add_column(column, justify="right")
     for row in rows:
         planned = row["epochs_planned"]
+        name = "" if shared else MONITOR_NAMES.get(row["monitor"], row["monitor"]) + " "
+        digits = 1 if row["monitor"] == "valid_perplexity" else 4
         best = row["best_valid"]
-        best_text = "-"
-        if best is not None:
-            monitor = MONITOR_NAMES.get(row["monitor"], row["monitor"])
-            best_text = f"{monitor} {best:.4f} (ep. {row['best_epoch']})"
+        best_text = "-" if best is None else f"{name}{best:.{digits}f} (ep. {row['best_epoch']})"
+        test = row["test_score"]
         table.add_row(
             Text(row["name"] + (" *" if row["latest"] else ""), style="bold" if row["latest"] else ""),
             row["date"] or "-",
@@ -201,7 +249,7 @@ def runs_table(rows: list[dict[str, Any]], folder: Path) -> None:
             row["model"],
             f"{row['epochs']}/{planned}" if planned else str(row["epochs"]),
             best_text,
-            _number(row["test_accuracy"]),
+            "-" if test is None else f"{name}{test:.4f}",
             duration(row["train_seconds"]),
         )
     print_wide(table)
@@ -229,7 +277,7 @@ def info_grid(details: dict[str, Any]) -> None:
     )
     grid.add_row(
         "training",
-        f"{train_settings['epochs']} epochs, batch {train_settings['batch_size']}, "
+        f"{counted(train_settings['epochs'], 'epoch')}, batch {train_settings['batch_size']}, "
         f"{train_settings['optimizer']} lr {train_settings['lr']} ({train_settings['schedule']}), "
         f"seed {train_settings['seed']}",
     )

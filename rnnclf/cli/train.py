@@ -26,6 +26,7 @@ def run(
     resume: bool,
     quiet: bool,
     command: str = "train",
+    verbose: bool = False,
 ) -> None:
     """Train (command "train"; or pretrain a language model, "pretrain") from CONFIG (+ --set overrides)
     into a new run folder, or continue one (resume)."""
@@ -51,7 +52,11 @@ def run(
         folder = rundir.new_run_dir(config, settings.output.run_dir)
     settings.output.run_dir = str(folder)
     reporter = make_reporter(quiet or not primary)
-    reporter.config(f"config ({config}):\n{config_module.dump(settings)}")
+    if primary and not quiet:
+        render.run_header(config, settings, folder, resume, config_module.differences(settings))
+        if verbose:
+            reporter.config(f"config ({config}):\n{config_module.dump(settings)}")
+    two_stage = settings.pretrain.epochs > 0  # (pretrain may set it: 0 means its default there)
     if settings.output.tensorboard and primary:
         reporter = _with_tensorboard(reporter, folder)
     stop = StopFlag()
@@ -61,7 +66,8 @@ def run(
     except Interrupted as interrupted:
         if primary:
             again = _resume_command(config, overrides, folder, command)
-            render.message(f"interrupted; last.pt saved. Resume with: {again}", to_stderr=True)
+            saved = Path(interrupted.run_dir) / rundir.LAST
+            render.message(f"interrupted; {saved} saved. Resume with: {again}", to_stderr=True)
         raise typer.Exit(128 + interrupted.signal) from None
     finally:
         reporter.close()
@@ -75,6 +81,8 @@ def run(
         raise typer.Exit(128 + stop.signal)
     if primary and command == "train":
         _after_training(folder, metrics, settings, reporter, quiet)
+    if primary and command == "pretrain":
+        render.next_step(config, folder, two_stage)
 
 
 def _install_stop_handlers(stop: Any) -> dict[int, Any]:
@@ -90,7 +98,7 @@ def _install_stop_handlers(stop: Any) -> dict[int, Any]:
             os.write(
                 2,
                 b"training is complete; writing the final metrics.json, then stopping without plots "
-                b"(press Ctrl-C again to quit now; best.pt and last.pt are saved)\n",
+                b"(press Ctrl-C again to quit now; best.pt is saved)\n",
             )
         else:
             os.write(2, b"stopping after this step and saving last.pt (press Ctrl-C again to quit now)\n")

@@ -6,8 +6,10 @@ pretrain.epochs > 0.
     -> metrics.jsonl (train/valid perplexity) + last.pt (resume) + lm.pt (best valid perplexity)
 
 Only the training split is read: the classifier's validation documents (data.valid, or the share split
-off train with the same seed) and test documents never reach the language model. The classifier then
-starts from lm.pt (model.init_from) and keeps its vocabulary.
+off train with the same seed) and test documents never reach the language model, and data.unlabeled may
+not name their files. lm.pt records a fingerprint of every document read (rnnclf.text.fingerprints), so
+a classifier started from it (model.init_from) can check that its own validation and test documents were
+not among them. The classifier then starts from lm.pt and keeps its vocabulary.
 """
 
 from __future__ import annotations
@@ -22,15 +24,16 @@ from typing import Any
 import torch
 
 from rnnclf.batching import Encoded, collate, evaluation_batches, ranges, shard, training_batches
-from rnnclf.config import Config, dump
+from rnnclf.config import Config, dump, recipe
 from rnnclf.data.unlabeled import read_texts
 from rnnclf.errors import RnnclfError
 from rnnclf.fetch import resolve_names
 from rnnclf.models.language_model import LanguageModel
-from rnnclf.reporter import Reporter, Silent
+from rnnclf.reporter import Reporter, Silent, counted
 from rnnclf.runs import checkpoint, rundir
 from rnnclf.runtime import autocast, check_precision, prepare_cpu, seed_everything
 from rnnclf.text.encoding import count_tokens, encode_part, tokenize_part
+from rnnclf.text.fingerprints import compact, fingerprints
 from rnnclf.text.vectors import load_pretrained
 from rnnclf.text.vocab import Vocab
 from rnnclf.training.distributed import Processes, data_parallel, prepare_once
@@ -42,6 +45,8 @@ LM_FILE = "lm.pt"
 # softmax over the vocabulary costs ~2 * H * V per word, so more would slow every epoch's end.
 VALID_WORDS = 20_000
 WARMUP = 0.02  # share of the steps warming up, then linear decay to 0 (ULMFiT's slanted triangle)
+# `rnnclf pretrain` with pretrain.epochs = 0 (the default, which means "no stage" to rnnclf train).
+DEFAULT_EPOCHS = 3
 
 
 @dataclass
@@ -52,6 +57,7 @@ class Corpus:
     train: Encoded
     valid: Encoded
     unlabeled: int  # documents from data.unlabeled among train + valid
+    fingerprints: torch.Tensor  # (D,) int64, sorted: every document read (rnnclf.text.fingerprints)
 
 
 @dataclass
@@ -124,8 +130,37 @@ def joined(first: Encoded, second: Encoded) -> Encoded:
     )
 
 
+def check_unlabeled(config: Config) -> None:
+    """data.unlabeled must not name the files the classifier validates or tests on (nor, with data.valid
+    null, the training file whose share is split off for validation), unless the user allows it."""
+    data = config.data
+    paths = [data.unlabeled] if isinstance(data.unlabeled, str) else list(data.unlabeled or [])
+    if config.model.init_from_overlap == "allow":
+        return
+    roles = [(data.valid, "data.valid", "its documents are"), (data.test, "data.test", "its documents are")]
+    if data.valid is None:
+        roles.append((data.train, "data.train", "its validation share (data.valid_fraction) is"))
+    for path in paths:
+        for other, key, what in roles:
+            if other is not None and _same_file(path, other):
+                raise RnnclfError(
+                    f"data.unlabeled: {path} is {key}: {what} what the classifier is judged on and would "
+                    "reach the language model; name other texts, or set model.init_from_overlap: allow"
+                )
+
+
+def _same_file(first: str, second: str) -> bool:
+    try:
+        return Path(first).resolve() == Path(second).resolve() or Path(first).samefile(second)
+    except OSError:
+        return False
+
+
 def build_corpus(config: Config, processes: Processes) -> Corpus:
     """The training split's documents and data.unlabeled's, with a vocabulary counted over both."""
+    from rnnclf.prepare import split_texts
+
+    check_unlabeled(config)
     unlabeled = config.data.unlabeled
     paths = [unlabeled] if isinstance(unlabeled, str) else list(unlabeled or [])
     texts = [text for path in paths for text in read_texts(path, config.data.text_column)]
@@ -144,8 +179,10 @@ def build_corpus(config: Config, processes: Processes) -> Corpus:
     held = min(max(1, int((words <= budget).sum())), len(documents) - 1)
     if held < 1:
         raise RnnclfError(f"{config.data.train}: a language model needs at least 2 training documents")
+    # Fingerprints of every document read: the training split as prepare() made it, and the unlabeled.
+    read = processes.from_primary(lambda: compact(fingerprints([*split_texts(config)["train"], *texts])))
     return Corpus(
-        prepared.vocab, subset(documents, order[held:]), subset(documents, order[:held]), len(texts)
+        prepared.vocab, subset(documents, order[held:]), subset(documents, order[:held]), len(texts), read
     )
 
 
@@ -182,12 +219,19 @@ def pretrain(
     """`rnnclf pretrain`: the language-model stage alone, into its own run folder (lm.pt inside)."""
     prepare_cpu()
     resolve_names(config)
-    if config.pretrain.epochs < 1:
-        raise RnnclfError(
-            "pretrain.epochs = 0: rnnclf pretrain needs at least one epoch (--set pretrain.epochs=3)"
-        )
     reporter = reporter or Reporter(quiet=True)
+    if config.pretrain.epochs < 1:  # 0 means "no stage" to rnnclf train; here it means the default
+        config.pretrain.epochs = DEFAULT_EPOCHS
+        reporter.message(
+            f"pretrain.epochs is 0 (no language-model stage in rnnclf train): rnnclf pretrain trains "
+            f"{counted(DEFAULT_EPOCHS, 'epoch')} (choose with --set pretrain.epochs=N)"
+        )
     folder = rundir.chosen(config, run_dir, resume, name)
+    if resume and not (folder / rundir.LAST).exists() and rundir.stage(folder) == "language model finished":
+        raise RnnclfError(
+            f"{folder}: this language model has finished, nothing to resume; train a classifier from it "
+            f"with rnnclf train CONFIG --set model.init_from={folder}"
+        )
     with data_parallel(config.train.device) as processes, rundir.opened(folder, resume, processes.primary):
         if not processes.primary:
             reporter = Silent()
@@ -215,6 +259,8 @@ def language_model_stage(
         f"({int(corpus.valid.lengths.sum()):,} words); vocabulary {len(corpus.vocab)}"
     )
     model = LanguageModel(len(corpus.vocab), config.model)
+    # Drawing at least as many words as the vocabulary holds costs more than scoring them all.
+    samples = settings.samples if settings.samples < len(corpus.vocab) else 0
     model.set_unigram(torch.bincount(corpus.train.ids.long(), minlength=len(corpus.vocab)))
     if config.model.pretrained_vectors:
         found = load_pretrained([model.embedding], corpus.vocab, config.model.pretrained_vectors)
@@ -247,7 +293,7 @@ def language_model_stage(
         seed_everything(config.train.seed + processes.rank)
     if processes.primary:
         folder.mkdir(parents=True, exist_ok=True)
-        rundir.write_config(folder, dump(config))
+        rundir.write_config(folder, dump(recipe(config)))
     net = processes.wrap(model)
 
     def snapshot() -> dict[str, Any]:
@@ -255,14 +301,15 @@ def language_model_stage(
             "config": config.to_dict(), "vocab": corpus.vocab.to_dict(), "labels": [],
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": schedule.state_dict(), "scaler": scaler.state_dict(),
-            "rng": processes.random_state(), **progress.to_dict(),
+            "rng": processes.random_state(), "fingerprints": corpus.fingerprints, **progress.to_dict(),
         }  # fmt: skip
 
     reporter.message(
         f"language model: {config.model.cell} x{config.model.num_layers}"
         + (" (forward and backward)" if model.directions == 2 else "")
         + f", {sum(p.numel() for p in model.parameters()):,} parameters, "
-        + (f"sampled softmax ({settings.samples} words a step)" if settings.samples else "full softmax")
+        + (f"sampled softmax ({samples} words a step)" if samples else "full softmax")
+        + (" (pretrain.samples >= vocabulary size)" if samples != settings.samples else "")
     )
     unit, reporter.speed_unit = reporter.speed_unit, "token-directions/s"
     while progress.epoch < settings.epochs:
@@ -275,7 +322,7 @@ def language_model_stage(
             everyone = predicted(lengths[indices], model.directions)  # the global batch's words
             ids, batch_lengths, _ = collate(train, mine if len(mine) else indices[:1])
             with autocast(precision, device):
-                nll, _ = net(ids.to(device), batch_lengths, settings.samples)
+                nll, _ = net(ids.to(device), batch_lengths, samples)
             share = nll * (processes.size / max(everyone, 1)) if len(mine) else nll * 0.0
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(share).backward()
@@ -329,7 +376,7 @@ def language_model_stage(
             rundir.write_history(folder, progress.history)
             checkpoint.save(state, last, kind=checkpoint.LANGUAGE_MODEL)
             if improved:
-                best = {key: state[key] for key in ("config", "vocab", "labels", "model")}
+                best = {key: state[key] for key in ("config", "vocab", "labels", "model", "fingerprints")}
                 best.update(epoch=progress.epoch, valid_perplexity=valid_ppl)
                 checkpoint.save(best, folder / LM_FILE, kind=checkpoint.LANGUAGE_MODEL)
         reporter.epoch_end(row)
@@ -348,9 +395,12 @@ def language_model_stage(
         "train_seconds": time.perf_counter() - started,
         "documents": len(corpus.train) + len(corpus.valid),
         "unlabeled_documents": corpus.unlabeled,
+        "softmax": f"sampled ({samples} words a step)" if samples else "full",
     }
     if processes.primary:
         rundir.write_metrics(folder, metrics)
+        if not config.output.keep_last:  # finished: lm.pt is what is used; last.pt only resumed it
+            last.unlink(missing_ok=True)
     reporter.summary(
         f"language model: best valid perplexity {progress.best:.1f} ({folder / LM_FILE}), "
         f"{metrics['token_directions_per_s']:,.0f} token-directions/s"

@@ -71,8 +71,9 @@ def load(path: str | Path, map_location: str | torch.device = "cpu", kind: str =
         raise RnnclfError(f"{path}: not a readable rnnclf checkpoint ({_load_failure(err)})") from None
     if isinstance(state, dict) and state.get("kind") == LANGUAGE_MODEL and kind != LANGUAGE_MODEL:
         raise RnnclfError(
-            f"{path}: a language model (rnnclf pretrain), not a classifier; train one from it with "
-            "model.init_from"
+            f"{path}: a language model (rnnclf pretrain), not a classifier: predict, eval, info and export "
+            f"need one; train it with rnnclf train CONFIG --set model.init_from={path} ('rnnclf runs' "
+            "shows the language model's perplexity)"
         )
     if isinstance(state, dict) and state.get("kind") == KIND and kind == LANGUAGE_MODEL:
         raise RnnclfError(f"{path}: a classifier checkpoint, not a language model (rnnclf pretrain's lm.pt)")

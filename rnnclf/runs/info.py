@@ -55,25 +55,62 @@ def _read_config(path: Path) -> dict[str, Any]:
     return config if isinstance(config, dict) else {}
 
 
+def _language_model_summary(config: dict[str, Any]) -> str:
+    try:
+        model = config["model"]
+        direction = " bi" if model.get("bidirectional") else ""
+        return f"language model, {model['cell']} {model['num_layers']}x{model['hidden_dim']}{direction}"
+    except (KeyError, TypeError, AttributeError):
+        return "language model"
+
+
 def run_summary(folder: Path) -> dict[str, Any]:
-    """One row of the runs table, from a run folder's text files. Numbers stay numbers (for --json)."""
+    """One row of the runs table, from a run folder's text files. Numbers stay numbers (for --json).
+
+    A classifier shows its monitored metric: the best epoch's on validation, and best.pt's on test. A
+    language model (rnnclf pretrain, or a two-stage run that has not reached its classifier) shows
+    its best validation perplexity, and its status names the stage."""
     config = _read_config(folder / rundir.CONFIG)
     section = lambda name: config.get(name) if isinstance(config.get(name), dict) else {}  # noqa: E731
-    history = rundir.read_history(folder)
-    metrics = rundir.read_metrics(folder) or {}
-    monitor = monitor_of(section("train").get("monitor", "auto"), bool(section("data").get("multi_label")))
+    held = rundir.stage(folder)
+    two_stage = (folder / rundir.PRETRAIN).is_dir()
+    language_model = held.startswith("language model")
+    source = folder / rundir.PRETRAIN if language_model and two_stage else folder
+    history = rundir.read_history(source)
+    metrics = rundir.read_metrics(source) or {}
+    if not language_model and (metrics.get("kind") == "language_model" or any("valid_perplexity" in r for r in history)):
+        language_model = True  # a pretrain folder read before rundir.stage could tell (no lm.pt yet)
+    written = [
+        path.stat().st_mtime
+        for base in {folder, source}
+        for path in base.iterdir()
+        if path.name in (*rundir.RUN_FILES, rundir.METRICS, rundir.LANGUAGE_MODEL)
+    ]
+    if language_model:
+        monitor = "valid_perplexity"
+        test_score = None
+        if two_stage:
+            status = "stage 1/2 done" if held == "language model finished" else "stage 1/2 stopped"
+        else:
+            status = "done" if metrics else "stopped"
+        model = _language_model_summary(config)
+        planned = section("pretrain").get("epochs")
+    else:
+        monitor = monitor_of(section("train").get("monitor", "auto"), bool(section("data").get("multi_label")))
+        test = metrics.get("test") if isinstance(metrics.get("test"), dict) else {}
+        # The same metric on test as the one monitored on validation (micro-F1 for multi-label runs).
+        test_score = test.get(monitor.removeprefix("valid_"))
+        if metrics:
+            status = "done"
+        elif held in ("classifier stopped", "language model stopped"):
+            status = "stopped"  # interrupted, or still training: --resume continues it
+        else:
+            status = "no epoch"
+        model = model_summary(config)
+        planned = section("train").get("epochs")
     best_rows = [row for row in history if row.get("best")]
     best = best_rows[-1] if best_rows else None
     test = metrics.get("test") if isinstance(metrics.get("test"), dict) else {}
-    written = [
-        path.stat().st_mtime for path in folder.iterdir() if path.name in (*rundir.RUN_FILES, rundir.METRICS)
-    ]
-    if metrics:
-        status = "done"
-    elif (folder / rundir.LAST).exists():
-        status = "stopped"  # interrupted, or still training: last.pt is what --resume continues
-    else:
-        status = "no epoch"
     seconds = metrics.get("train_seconds")
     if seconds is None and history:
         seconds = sum(row.get("seconds", 0.0) for row in history)  # training steps only, no evaluation
@@ -82,13 +119,15 @@ def run_summary(folder: Path) -> dict[str, Any]:
         "path": str(folder),
         "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(max(written))) if written else None,
         "status": status,
+        "kind": "language model" if language_model else "classifier",
         "data": section("data").get("train"),
-        "model": model_summary(config),
+        "model": model,
         "epochs": len(history),
-        "epochs_planned": section("train").get("epochs"),
+        "epochs_planned": planned,
         "monitor": monitor,
         "best_valid": best.get(monitor) if best else None,
         "best_epoch": best["epoch"] if best else None,
+        "test_score": test_score,
         "test_accuracy": test.get("accuracy"),
         "train_seconds": seconds,
     }

@@ -7,9 +7,13 @@ back what training wrote.
         metrics.jsonl                one line per finished epoch (rewritten whole: resumes never repeat)
         metrics.json                 final scores of best.pt (and of each add-on part)
         best.pt                      the model to use
-        last.pt                      everything needed to resume
+        last.pt                      everything needed to resume (removed once the run has finished,
+                                     unless output.keep_last)
         learning_curves.png confusion_matrix.png tensorboard/   optional pictures and logs
         (multi-label runs: per_label_f1.png instead of confusion_matrix.png)
+        pretrain/                    a two-stage run's language-model stage (pretrain.epochs > 0):
+                                     config.yaml metrics.jsonl metrics.json lm.pt (last.pt)
+    runs/<name>-<date>-<time>/       `rnnclf pretrain`'s run: the same files as pretrain/ above
 """
 
 from __future__ import annotations
@@ -32,12 +36,13 @@ METRICS = "metrics.json"
 BEST = "best.pt"
 LAST = "last.pt"
 PRETRAIN = "pretrain"  # the language-model stage's own run folder inside a run (pretrain.epochs > 0)
+LANGUAGE_MODEL = "lm.pt"  # a language model's best epoch (rnnclf pretrain, or RUN/pretrain/)
 LEARNING_CURVES = "learning_curves.png"
 CONFUSION_MATRIX = "confusion_matrix.png"
 PER_LABEL = "per_label_f1.png"  # multi-label runs: per-label F1 bars instead of a confusion matrix
 TENSORBOARD = "tensorboard"
 # What makes a folder a run folder (for `rnnclf runs`).
-RUN_FILES = (CONFIG, HISTORY, BEST, LAST)
+RUN_FILES = (CONFIG, HISTORY, BEST, LAST, PRETRAIN)
 
 
 def new_run_dir(config_path: Path, configured: str | None) -> Path:
@@ -64,12 +69,65 @@ def chosen(config: Any, run_dir: str | Path | None, resume: bool, name: str) -> 
     return folder
 
 
+def stage(run_dir: Path) -> str:
+    """What a run folder holds, as a few words: "finished", "classifier stopped", "language model
+    finished", "language model stopped" or "nothing saved". A `rnnclf pretrain` folder and a two-stage
+    run's pretrain/ both count as a language model. Reads only which files exist."""
+    if (run_dir / METRICS).exists() and (run_dir / BEST).exists():
+        return "finished"
+    if not _pretrain_folder(run_dir) and ((run_dir / LAST).exists() or (run_dir / BEST).exists()):
+        return "classifier stopped"
+    for folder in (run_dir, run_dir / PRETRAIN):
+        if (folder / LANGUAGE_MODEL).exists() and (folder / METRICS).exists():
+            return "language model finished"
+        if (folder / LAST).exists() or (folder / LANGUAGE_MODEL).exists():
+            return "language model stopped"
+    return "nothing saved"
+
+
+def _pretrain_folder(run_dir: Path) -> bool:
+    """A `rnnclf pretrain` run folder: lm.pt, or (stopped in its first epoch, last.pt alone) a saved
+    config with pretrain.epochs > 0 and no pretrain/ inside (a two-stage run has one)."""
+    if (run_dir / LANGUAGE_MODEL).exists():
+        return True
+    if (run_dir / PRETRAIN).exists() or not (run_dir / CONFIG).is_file():
+        return False
+    import yaml
+
+    try:
+        config = yaml.safe_load((run_dir / CONFIG).read_text(encoding="utf-8"))
+        return int(config["pretrain"]["epochs"]) > 0
+    except (OSError, ValueError, TypeError, KeyError, yaml.YAMLError):
+        return False
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    return stage(run_dir) != "nothing saved"
+
+
+def resume_hint(run_dir: Path, command: str = "train") -> str:
+    """The command that continues a run, from its own config.yaml (paths in it are absolute)."""
+    return f"rnnclf {command} {run_dir / CONFIG} --run-dir {run_dir} --resume"
+
+
 def check_fresh(run_dir: Path) -> None:
-    """A new (not resumed) run must not overwrite an earlier run's checkpoints."""
-    if (run_dir / LAST).exists() or (run_dir / BEST).exists() or (run_dir / PRETRAIN / LAST).exists():
-        raise RnnclfError(
-            f"{run_dir}: already holds a trained run; continue it with --resume or choose another --run-dir"
-        )
+    """A new (not resumed) run must not overwrite an earlier run's checkpoints: one line saying what the
+    folder holds and what to run."""
+    held = stage(run_dir)
+    if held == "nothing saved":
+        return
+    if held == "finished":
+        raise RnnclfError(f"{run_dir}: already holds a finished run; choose another --run-dir")
+    if held == "classifier stopped":
+        what = "a run stopped before it finished (last.pt)"
+    elif (run_dir / PRETRAIN).is_dir():
+        what = f"a two-stage run whose {held} (no classifier yet)"
+    else:
+        what = f"a {held} (rnnclf pretrain)"
+    raise RnnclfError(
+        f"{run_dir}: holds {what}; continue it with --resume (the same command with --resume added), "
+        "or choose another --run-dir"
+    )
 
 
 @contextlib.contextmanager
@@ -86,7 +144,7 @@ def opened(run_dir: Path, resume: bool, primary: bool = True) -> Iterator[Path]:
     try:
         yield run_dir
     except BaseException:
-        if not (run_dir / LAST).exists() and not (run_dir / PRETRAIN / LAST).exists():
+        if not has_checkpoint(run_dir):
             _forget(run_dir, previous)
             _discard(run_dir, created)
         raise
@@ -152,9 +210,14 @@ def latest_in(folder: Path) -> Path | None:
 def resolve_checkpoint(model: str | None) -> Path:
     """--model value (a run folder or a checkpoint file; None: the latest run) -> checkpoint path.
 
-    A run folder means its best.pt, or last.pt when no epoch has finished yet."""
+    A run folder means its best.pt, or last.pt when no epoch has finished yet. A folder holding a
+    language model only (rnnclf pretrain, or a two-stage run stopped before its classifier) is one line
+    saying what works on it."""
     path = latest_run() if model is None else Path(model)
     if path.is_dir():
+        held = stage(path)
+        if held.startswith("language model"):
+            raise RnnclfError(language_model_only(path, held))
         for name in (BEST, LAST):
             if (path / name).is_file():
                 return path / name
@@ -162,6 +225,21 @@ def resolve_checkpoint(model: str | None) -> Path:
     if not path.exists():
         raise RnnclfError(f"{path}: no such run folder or checkpoint")
     return path
+
+
+def language_model_only(path: Path, held: str) -> str:
+    """The line for predict, eval, info and export on a folder that holds no classifier yet."""
+    if (path / PRETRAIN).is_dir():  # a two-stage run stopped in or after its first stage
+        return (
+            f"{path}: a two-stage run whose {held}, no classifier yet: predict, eval, info and export "
+            f"need one; finish the run with: {resume_hint(path)} ('rnnclf runs' shows its perplexity)"
+        )
+    return (
+        f"{path}: a {held} (rnnclf pretrain), not a classifier: predict, eval, info and export need one; "
+        f"'rnnclf runs' shows its perplexity, and rnnclf train CONFIG --set model.init_from={path} "
+        "trains a classifier from it"
+        + ("" if held.endswith("finished") else f" (finish it first: {resume_hint(path, 'pretrain')})")
+    )
 
 
 def is_run(folder: Path) -> bool:

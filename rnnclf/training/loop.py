@@ -13,6 +13,7 @@ the run folder (rnnclf.runs.rundir), the final scores (rnnclf.training.outcome),
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import torch
 from torch import nn
 
 from rnnclf.batching import padding_fraction, training_batches
-from rnnclf.config import Config, dump
+from rnnclf.config import Config, dump, recipe
 from rnnclf.errors import RnnclfError
 from rnnclf.fetch import resolve_names
 from rnnclf.inference.scoring import evaluate, headline
@@ -29,18 +30,20 @@ from rnnclf.models.addons import Blend, PerMember, build_model, members_of, para
 from rnnclf.models.addons.linear_fit import MIN_DOCUMENTS, fit
 from rnnclf.prepare import Prepared
 from rnnclf.pretraining.loop import LM_FILE, language_model_stage
-from rnnclf.reporter import Reporter, Silent
+from rnnclf.reporter import Reporter, Silent, counted
 from rnnclf.runs import checkpoint, rundir
 from rnnclf.runtime import check_precision, prepare_cpu, seed_everything
 from rnnclf.text.vectors import load_pretrained
 from rnnclf.training.averaging import Average
 from rnnclf.training.baseline import linear_baseline
 from rnnclf.training.distributed import Processes, check_same_data, data_parallel, my_part, prepare_once
-from rnnclf.training.initialise import encoder_vocab, init_encoders
+from rnnclf.training.initialise import encoder_vocab, init_encoders, overlap
 from rnnclf.training.optimization import class_weights, make_optimizer, make_schedule, train_step
 from rnnclf.training.outcome import finish, summary_lines
 from rnnclf.training.resume import TrainingState, check_resumable, load_last
 from rnnclf.training.stopping import Interrupted, StopFlag
+
+log = logging.getLogger("rnnclf")
 
 
 def train(
@@ -71,8 +74,10 @@ def train(
 def _pretrained(
     config: Config, run_dir: Path, reporter: Reporter, resume: bool, stop: StopFlag, processes: Processes
 ) -> None:
-    """pretrain.epochs > 0: the language-model stage first, in RUN_DIR/pretrain (resumed there when it
-    was interrupted); the classifier then starts from its lm.pt (model.init_from)."""
+    """pretrain.epochs > 0: the language-model stage first, in RUN_DIR/pretrain; the classifier then
+    starts from its lm.pt (model.init_from). Resuming, each stage continues where it stopped: a stopped
+    language model from RUN_DIR/pretrain/last.pt, a finished one (metrics.json and lm.pt there) is
+    kept as it is, and once the classifier has saved RUN_DIR/last.pt only the classifier continues."""
     if config.pretrain.epochs < 1:
         return
     if config.model.init_from:
@@ -81,20 +86,33 @@ def _pretrained(
             "(pretrain.epochs) or start from an existing one (model.init_from), not both"
         )
     stage = run_dir / rundir.PRETRAIN
-    if not (resume and (run_dir / rundir.LAST).exists()):  # the classifier has not started yet
-        reporter.message(
-            f"stage 1/2: language-model pretraining ({config.pretrain.epochs} epochs) in {stage}"
+    # Rank 0 looks (the run folder need not be shared between machines) and tells the others.
+    started, finished, stopped = processes.from_primary(
+        lambda: (
+            (run_dir / rundir.LAST).exists(),
+            (stage / rundir.METRICS).exists() and (stage / LM_FILE).exists(),
+            (stage / rundir.LAST).exists(),
         )
-        language_model_stage(
-            config, stage, reporter, resume and (stage / rundir.LAST).exists(), stop, processes
-        )
+    )
+    if resume and started:
+        pass  # the classifier has started: last.pt brings its weights
+    elif resume and finished:
+        reporter.message(f"stage 1/2: the language model in {stage} is trained; keeping it")
         reporter.message("stage 2/2: the classifier, started from the language model")
-    config.model.init_from = str(stage / LM_FILE)
+    else:
+        reporter.message(
+            f"stage 1/2: language-model pretraining ({counted(config.pretrain.epochs, 'epoch')}) in {stage}"
+        )
+        language_model_stage(config, stage, reporter, resume and stopped, stop, processes)
+        reporter.message("stage 2/2: the classifier, started from the language model")
+    config.model.init_from = str((stage / LM_FILE).resolve())
 
 
-def _data(config: Config, processes: Processes, reporter: Reporter) -> Prepared:
+def _data(config: Config, processes: Processes, reporter: Reporter) -> tuple[Prepared, dict | None]:
     """The prepared data (cached preprocessing), the same in every process (checked). A classifier
-    started from a language model (model.init_from) keeps the language model's vocabulary."""
+    started from a language model (model.init_from) keeps the language model's vocabulary, and is
+    refused when its validation or test documents were among that model's texts (unless allowed):
+    the second value is that check's record for metrics.json (None without model.init_from)."""
     started = time.perf_counter()
     vocab = None
     if config.model.init_from:
@@ -114,7 +132,15 @@ def _data(config: Config, processes: Processes, reporter: Reporter) -> Prepared:
             f"{batch} (~{batch / processes.size:.0f} documents per process); "
             f"prepared data identical in every process (sha256 {digest[:12]})"
         )
-    return prepared
+    found = processes.from_primary(lambda: overlap(config)) if config.model.init_from else None
+    if found and found["checked"] and (found.get("valid") or found.get("test")):  # allowed, else refused
+        log.warning(
+            "model.init_from_overlap: allow: %d validation and %d test documents were in the language "
+            "model's training text; scores on them are biased (recorded in metrics.json)",
+            found.get("valid", 0),
+            found.get("test", 0),
+        )
+    return prepared, found
 
 
 def _baseline(config: Config, prepared: Prepared, processes: Processes, reporter: Reporter) -> dict | None:
@@ -133,7 +159,7 @@ def _baseline(config: Config, prepared: Prepared, processes: Processes, reporter
 
 def _set_up(
     config: Config, prepared: Prepared, processes: Processes, reporter: Reporter, resume: bool
-) -> nn.Module:
+) -> nn.Module:  # resume: last.pt will bring the weights
     """The model with its add-ons (a linear model fitted now, unless last.pt will bring it)."""
     model = build_model(len(prepared.vocab), len(prepared.labels), config)
     members = members_of(model)
@@ -199,9 +225,14 @@ def _train(
     settings, device, started = config.train, processes.device, time.perf_counter()
     check_precision(settings.precision, device)
     seed_everything(settings.seed)
+    if processes.primary and not resume:  # first, so that the run is listed from its first stage on
+        rundir.write_config(run_dir, dump(recipe(config)))
     _pretrained(config, run_dir, reporter, resume, stop, processes)
+    # A two-stage run resumed before its classifier saved anything starts the classifier afresh.
+    if resume and config.pretrain.epochs > 0:
+        resume = processes.from_primary(lambda: (run_dir / rundir.LAST).exists())
     seed_everything(settings.seed)
-    prepared = _data(config, processes, reporter)
+    prepared, found = _data(config, processes, reporter)
     baseline = _baseline(config, prepared, processes, reporter)
     model = _set_up(config, prepared, processes, reporter, resume)
     if processes.rank > 0:  # the same initial weights everywhere, but each process its own dropout
@@ -213,7 +244,7 @@ def _train(
             f"resuming {run_dir / rundir.LAST} at epoch {progress.epoch + 1}, batch {progress.step}"
         )
     if processes.primary:
-        rundir.write_config(run_dir, dump(config))
+        rundir.write_config(run_dir, dump(recipe(config)))
     weights = class_weights(config, prepared)
     loss_weights = weights.to(device) if weights is not None else None
     net = processes.wrap(PerMember(model))  # what steps run: each member's logits (B, K, C)
@@ -280,8 +311,12 @@ def _train(
     metrics.update(epochs_run=len(progress.history), train_seconds=time.perf_counter() - started)
     if baseline is not None:
         metrics["baseline"] = baseline
+    if found is not None:
+        metrics["init_from_overlap"] = found
     if processes.primary:
         rundir.write_metrics(run_dir, metrics)
+        if not config.output.keep_last:  # finished: best.pt is the model; last.pt only resumed it
+            (run_dir / rundir.LAST).unlink(missing_ok=True)
     for line in summary_lines(metrics, config.model.cell, run_dir / rundir.BEST):
         reporter.summary(line)
     return metrics

@@ -159,7 +159,15 @@ def load_last(run_dir: Path) -> tuple[Path, dict[str, Any]]:
     last.pt then holds exactly that epoch's weights, and best.pt is rewritten from it."""
     last, best = run_dir / rundir.LAST, run_dir / rundir.BEST
     if not last.exists():
-        raise RnnclfError(f"{run_dir}: no {rundir.LAST} to resume from")
+        if rundir.stage(run_dir) == "finished":
+            raise RnnclfError(
+                f"{run_dir}: the run has finished and kept best.pt only (output.keep_last: false), so "
+                "there is nothing to resume; to train longer, start a new run with more train.epochs"
+            )
+        raise RnnclfError(
+            f"{run_dir}: nothing to resume, it stopped before saving a first checkpoint; start it again "
+            "without --resume"
+        )
     state = checkpoint.load(last)
     history = state.get("history") or []
     if history and history[-1].get("best") and state.get("step") == 0:
