@@ -37,7 +37,18 @@ def test_average_follows_the_ramped_exponential_rule() -> None:
 
 def test_a_run_with_averaging_saves_and_scores_the_average(tiny_config: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(
-        app, ["train", str(tiny_config), "--quiet", "--run-dir", "run", "--set", "train.ema=0.95"]
+        app,
+        [
+            "train",
+            str(tiny_config),
+            "--quiet",
+            "--run-dir",
+            "run",
+            "--set",
+            "train.ema=0.95",
+            "--set",
+            "output.keep_last=true",
+        ],
     )
     assert result.exit_code == 0, result.output
     state = checkpoint.load(tmp_path / "run" / "last.pt")
