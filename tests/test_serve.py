@@ -283,6 +283,22 @@ def test_a_stop_signal_finishes_the_request_in_flight_then_exits_0(
         server.stop()
 
 
+@pytest.mark.slow
+def test_several_workers_answer_and_stop_with_exit_0(tiny_run: Path, tmp_path: Path) -> None:
+    server = Server(tiny_run, tmp_path / "server.log", "--workers", "2")
+    try:
+        with ThreadPoolExecutor(4) as clients:
+            answers = list(clients.map(lambda _: server.predict({"texts": ["pizza", "goal"]}), range(8)))
+        assert all(answer.status_code == 200 for answer in answers)
+        assert {tuple(r["label"] for r in a.json()["predictions"]) for a in answers} == {("food", "sports")}
+        os.kill(server.process.pid, signal.SIGTERM)
+        assert server.process.wait(timeout=60) == 0, server.output()
+        assert server.output().count("Application startup complete") == 2
+        assert "Serving " in server.output()
+    finally:
+        server.stop()
+
+
 # --- starting -----------------------------------------------------------------------------------------
 
 

@@ -314,7 +314,7 @@ def serve(
     ] = 2.0,
     max_queue: Annotated[
         int, typer.Option(help="Most documents waiting to be scored; past it requests get 503.")
-    ] = 1024,
+    ] = 256,
     max_texts: Annotated[int, typer.Option(help="Most texts in one request (413 past it).")] = 256,
     max_body: Annotated[int, typer.Option(help="Largest request body in bytes (413 past it).")] = 1_048_576,
     max_connections: Annotated[

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import logging.config
 import os
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -60,7 +61,7 @@ class ServeSettings:
     workers: int = 1
     max_batch: int = 128  # documents scored in one call
     max_wait_ms: float = 2.0  # longest wait for more requests to join a batch
-    max_queue: int = 1024  # documents waiting to be scored; past it: 503
+    max_queue: int = 256  # documents waiting to be scored; past it: 503 (32 clients x 8 texts fit)
     max_texts: int = 256  # texts in one request; past it: 413
     max_body: int = 1_048_576  # bytes of one request body (1 MiB); past it: 413
     max_connections: int = 256  # open connections; past it uvicorn answers 503
@@ -477,8 +478,9 @@ def serve(settings: ServeSettings) -> None:
     # Load once here so a bad model is one line now, not an error in every worker.
     load_scorer(path, settings.backend, settings.workers)
     os.environ[SETTINGS_VARIABLE] = json.dumps({**asdict(settings), "model": str(path)})
-    _announce(settings, path)
     _bound_socket(settings.host, settings.port).close()  # a taken port: one line now (uvicorn binds it)
+    logging.config.dictConfig(uvicorn.config.LOGGING_CONFIG)  # as uvicorn.run will: the line below shows
+    _announce(settings, path)
     uvicorn.run(
         "rnnclf.inference.serve:app_from_environment",
         host=settings.host,
