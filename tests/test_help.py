@@ -27,6 +27,7 @@ def test_the_commands() -> None:
         "predict",
         "pretrain",
         "runs",
+        "serve",
         "train",
     ]
 
