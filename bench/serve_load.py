@@ -3,7 +3,8 @@
     python bench/serve_load.py [--model RUN] [--imdb-model RUN] [--seconds 60]
 
 Without --model it first trains the default config (`rnnclf init-config`) on ../shared/data/trec for 3
-epochs. Then it starts `rnnclf serve` on a free port of 127.0.0.1 and, all bounded by --seconds:
+epochs. It measures the floor first (5 s): the model's scoring alone, in this process on one thread.
+Then it starts `rnnclf serve` on a free port of 127.0.0.1 and, all bounded by --seconds:
 
 1. closed loop: 32 clients, each sending 1-8 TREC test questions per request, the next as soon as the
    answer is in: questions/s, requests/s, p50/p99 latency, errors (any answer but 200);
@@ -101,6 +102,14 @@ class Connection:
         self.writer: asyncio.StreamWriter | None = None
 
     async def post(self, body: bytes) -> int:
+        """The answer's status; -1 for a transport error. A kept-alive connection the server has closed
+        meanwhile (idle past uvicorn's keep-alive timeout) is retried once on a new one, as HTTP
+        clients do (scoring is safe to repeat)."""
+        reused = self.writer is not None
+        status = await self._post(body)
+        return await self._post(body) if status == -1 and reused else status
+
+    async def _post(self, body: bytes) -> int:
         head = (
             "POST /predict HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
@@ -136,10 +145,19 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
 
 
+async def sample_memory(pid: int, into: list[float]) -> None:
+    """The server's resident memory, every second, until cancelled."""
+    while True:
+        into.append(resident_mb(pid))
+        await asyncio.sleep(1)
+
+
 async def closed_loop(
-    port: int, pool: list[str], seconds: float, clients: int, sizes: tuple[int, int]
+    port: int, pool: list[str], seconds: float, clients: int, sizes: tuple[int, int], server: int
 ) -> dict:
     """`clients` clients each sending the next request as soon as the answer is in."""
+    memory: list[float] = []
+    sampler = asyncio.ensure_future(sample_memory(server, memory))
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     documents = 0
@@ -161,7 +179,9 @@ async def closed_loop(
     began = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(clients)))
     elapsed = time.perf_counter() - began
+    sampler.cancel()
     return {
+        "memory_mb": [round(value) for value in memory],
         "documents_per_s": documents / elapsed,
         "requests_per_s": len(latencies) / elapsed,
         "p50_ms": percentile(latencies, 0.5) * 1000,
@@ -189,12 +209,7 @@ async def open_loop(port: int, pool: list[str], seconds: float, rate: float, ser
         statuses[status] = statuses.get(status, 0) + 1
         idle.append(connection)
 
-    async def sample_memory() -> None:
-        while True:
-            memory.append(resident_mb(server))
-            await asyncio.sleep(1)
-
-    sampler = asyncio.ensure_future(sample_memory())
+    sampler = asyncio.ensure_future(sample_memory(server, memory))
     began = time.perf_counter()
     sent = 0
     while (now := time.perf_counter()) < began + seconds:
@@ -208,25 +223,45 @@ async def open_loop(port: int, pool: list[str], seconds: float, rate: float, ser
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         await asyncio.sleep(0.001)
-    offered = sent / (time.perf_counter() - began)
+    elapsed = time.perf_counter() - began
     if tasks:
         await asyncio.wait(tasks, timeout=30)
     sampler.cancel()
     answered = sum(statuses.values())
     return {
-        "offered_requests_per_s": offered,
+        "scheduled_requests_per_s": sent / elapsed,
+        "sent_requests_per_s": (sent - not_sent) / elapsed,
         "not_sent": not_sent,
         "statuses": statuses,
         "share_503": statuses.get(503, 0) / answered if answered else float("nan"),
         "p50_ms_200": percentile(latencies, 0.5) * 1000,
         "p99_ms_200": percentile(latencies, 0.99) * 1000,
-        "memory_mb": memory,
+        "memory_mb": [round(value) for value in memory],
     }
 
 
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def scoring_floor(model: Path, pool: list[str], seconds: float) -> float:
+    """Questions/s of the model's scoring alone, in this process on one torch thread (what the server's
+    scoring thread does, without HTTP): batches of 32 random questions, the answers as plain dicts."""
+    import torch
+
+    from rnnclf.inference.predict import Predictor
+    from rnnclf.runs.rundir import resolve_checkpoint
+
+    torch.set_num_threads(1)
+    predictor = Predictor.from_checkpoint(resolve_checkpoint(str(model)))
+    generator = random.Random(2)
+    done, began = 0, time.perf_counter()
+    while time.perf_counter() < began + seconds:
+        texts = generator.sample(pool, 32)
+        [prediction.to_dict() for prediction in predictor.predict(texts)]
+        done += len(texts)
+    return done / (time.perf_counter() - began)
 
 
 def main() -> None:
@@ -241,17 +276,19 @@ def main() -> None:
     args = parser.parse_args()
     model = args.model or default_model()
     questions = texts_of(TREC / "test.csv.gz")
-    share = args.seconds / (4 if args.imdb_model else 3)  # warm-up + closed, open, (IMDB)
+    results_floor = scoring_floor(model, questions, 5.0)  # before the server starts: not competing
+    share = (args.seconds - 5.0) / (3 if args.imdb_model else 2)  # warm-up + closed, open, (IMDB)
     port = free_port()
     server = start_server(model, port, *args.flags.split())
     results: dict = {"model": str(model), "cores": os.cpu_count(), "flags": args.flags}
+    results["scoring_alone_questions_per_s"] = results_floor
     try:
         before = cpu_seconds()
-        asyncio.run(closed_loop(port, questions, 2.0, args.clients, (1, 8)))  # warm-up
+        asyncio.run(closed_loop(port, questions, 2.0, args.clients, (1, 8), server.pid))  # warm-up
         memory_start = resident_mb(server.pid)
         results["load_average_before"] = os.getloadavg()[0]
         server_cpu, began = process_cpu(server.pid), time.perf_counter()
-        closed = asyncio.run(closed_loop(port, questions, share - 2.0, args.clients, (1, 8)))
+        closed = asyncio.run(closed_loop(port, questions, share - 2.0, args.clients, (1, 8), server.pid))
         closed["server_cores"] = (process_cpu(server.pid) - server_cpu) / (time.perf_counter() - began)
         closed["questions_per_server_cpu_second"] = closed["documents_per_s"] / closed["server_cores"]
         results["closed"] = closed
@@ -270,8 +307,10 @@ def main() -> None:
         port = free_port()
         server = start_server(args.imdb_model, port, *args.flags.split())
         try:
-            asyncio.run(closed_loop(port, reviews, 2.0, args.clients, (1, 1)))
-            results["imdb"] = asyncio.run(closed_loop(port, reviews, share - 2.0, args.clients, (1, 1)))
+            asyncio.run(closed_loop(port, reviews, 2.0, args.clients, (1, 1), server.pid))
+            results["imdb"] = asyncio.run(
+                closed_loop(port, reviews, share - 2.0, args.clients, (1, 1), server.pid)
+            )
         finally:
             server.terminate()
             server.wait(timeout=60)
@@ -283,11 +322,16 @@ def main() -> None:
         f"p99 {closed['p99_ms']:.1f} ms, answers {closed['statuses']}; the server used "
         f"{closed['server_cores']:.2f} cores ({closed['questions_per_server_cpu_second']:,.0f} questions per "
         f"CPU-second), the clients {results['client_cpu_share']:.2f}; load average "
-        f"{results['load_average_before']:.1f}\n4x offered ({overload['offered_requests_per_s']:,.0f} "
-        f"requests/s): {overload['share_503']:.1%} answered 503, p99 of the 200s "
+        f"{results['load_average_before']:.1f}; floor, same run: the model's scoring alone on one thread "
+        f"{results['scoring_alone_questions_per_s']:,.0f} questions/s\n"
+        f"memory each second {closed['memory_mb']} MB\n"
+        f"4x offered ({overload['scheduled_requests_per_s']:,.0f} requests/s scheduled, "
+        f"{overload['sent_requests_per_s']:,.0f} sent): {overload['share_503']:.1%} answered 503, "
+        f"p99 of the 200s "
         f"{overload['p99_ms_200']:.1f} ms, answers {overload['statuses']}; resident memory "
         f"{overload['memory_start_mb']:.0f} MB at the "
-        f"start, peak {overload['memory_peak_mb']:.0f} MB, {results['after_mb']:.0f} MB after; "
+        f"start, peak {overload['memory_peak_mb']:.0f} MB, each second {overload['memory_mb']}, "
+        f"{results['after_mb']:.0f} MB after; "
         f"server exit code {results['server_exit']}"
     )
     if "imdb" in results:

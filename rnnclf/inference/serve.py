@@ -125,6 +125,11 @@ def load_scorer(path: Path, backend: str, workers: int = 1) -> Scorer:
                 "--backend onnx: this rnnclf has no ONNX Runtime backend yet; use --backend torch"
             ) from None
         return backends.load_predictor(path, backend="onnx")
+    # oneDNN (torch's CPU LSTM) caches a compiled kernel per input shape, up to 1,024 of them: a server
+    # sees many batch shapes, and its memory grew ~100 MB over the first minute of load before levelling
+    # off. 64 kept it within ~25 MB of the start at the same speed (bench/serve_load.py, TREC model).
+    # Read when oneDNN first builds a kernel, so it is set before torch scores anything.
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")
     import torch
 
     from rnnclf.inference.predict import Predictor
