@@ -159,6 +159,7 @@ BAD_REQUESTS = [
     ("invalid JSON", b'{"texts": [', JSON, 400, "body"),
     ("not UTF-8", b'{"texts": ["\xff"]}', JSON, 400, "body"),
     ("not an object", b'["a"]', JSON, 400, "body"),
+    ("nested too deeply", b"[" * 3000, JSON, 400, "body"),
     ("missing texts", b'{"text": ["a"]}', JSON, 400, "text"),
     ("no texts at all", b"{}", JSON, 400, "texts"),
     ("texts a string", b'{"texts": "a"}', JSON, 400, "texts"),

@@ -207,6 +207,8 @@ def parse_request(body: bytes, max_texts: int) -> tuple[list[str], int | None, b
         document = json.loads(body)
     except UnicodeDecodeError:
         raise BadRequest(400, "body", "not UTF-8 text") from None
+    except RecursionError:  # [[[[...]]]]: Python's parser gives up past ~1,000 levels
+        raise BadRequest(400, "body", "JSON nested too deeply") from None
     except json.JSONDecodeError as err:
         raise BadRequest(
             400, "body", f"not valid JSON ({err.msg} at line {err.lineno} column {err.colno})"
@@ -254,15 +256,16 @@ def build_app(scorer: Scorer, settings: ServeSettings, path: Path) -> Starlette:
     description = describe(scorer, path, settings.backend)
 
     def explained(texts: list[str], top_k: int | None) -> list[dict[str, Any]]:
+        """Predictions with their occlusion explanations, as `predict --explain --json` gives them
+        (torch backend only: explaining rescores the model on variants of each document)."""
         from rnnclf.inference.explain import explain_labels, explain_one
 
         records = []
-        for prediction in scorer.predict(texts, top_k):  # type: ignore[call-arg]
+        for prediction in scorer.predict(texts, top_k):
             record = prediction.to_dict()
             if prediction.labels is not None:  # multi-label: one per chosen label
-                record["explanations"] = [
-                    e.to_dict() for e in explain_labels(scorer, record["text"], prediction.labels)
-                ]  # type: ignore[arg-type]
+                chosen = explain_labels(scorer, prediction.text, prediction.labels)  # type: ignore[arg-type]
+                record["explanations"] = [each.to_dict() for each in chosen]
             else:
                 record["explanation"] = explain_one(scorer, prediction.text).to_dict()  # type: ignore[arg-type]
             records.append(record)
@@ -304,7 +307,7 @@ def build_app(scorer: Scorer, settings: ServeSettings, path: Path) -> Starlette:
                 raise BadRequest(415, "Content-Type", f"expected application/json, got {media or 'none'}")
             body = await asyncio.wait_for(read_body(request, settings.max_body), BODY_SECONDS)
             texts, top_k, explain = parse_request(body, settings.max_texts)
-            if explain and not hasattr(scorer, "model"):
+            if explain and settings.backend != "torch":
                 raise BadRequest(400, "explain", f"not available with the {settings.backend} backend")
             if explain:
                 records = await batcher.call(lambda: explained(texts, top_k), len(texts))
@@ -359,7 +362,11 @@ def build_app(scorer: Scorer, settings: ServeSettings, path: Path) -> Starlette:
         Route("/openapi.json", openapi, methods=["GET"], include_in_schema=False),
         Route("/docs", docs, methods=["GET"], include_in_schema=False),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: _not_found, 405: _not_allowed})
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={404: _not_found, 405: _not_allowed, Exception: _failed},
+    )
     return app
 
 
@@ -369,6 +376,11 @@ async def _not_found(request: Request, exc: Exception) -> Response:
 
 async def _not_allowed(request: Request, exc: Exception) -> Response:
     return refusal(405, None, f"{request.method} not allowed on {request.url.path} (see /docs)")
+
+
+async def _failed(request: Request, exc: Exception) -> Response:
+    """A bug, not a bad request: a JSON 500 (uvicorn logs the traceback); the server keeps serving."""
+    return refusal(500, None, f"internal error ({type(exc).__name__}); the server log has the details")
 
 
 def _version() -> str:
