@@ -308,7 +308,7 @@ def test_several_workers_answer_and_stop_with_exit_0(tiny_run: Path, tmp_path: P
     [
         (["--max-batch", "0"], "--max-batch 0: must be at least 1"),
         (["--backend", "tf"], "--backend tf: expected one of torch, onnx"),
-        (["--port", "70000"], "--port 70000: expected 0-65535"),
+        (["--port", "70000"], "--port 70000: expected 1-65535"),
         (["no-such-run"], "no-such-run: no such run folder or checkpoint"),
     ],
 )

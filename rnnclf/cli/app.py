@@ -335,18 +335,18 @@ def serve(
         from rnnclf.inference.serve import serve as serve_model
 
         settings = ServeSettings(
-            model,
-            host,
-            port,
-            backend,
-            workers,
-            max_batch,
-            max_wait_ms,
-            max_queue,
-            max_texts,
-            max_body,
-            max_connections,
-            access_log,
+            model=model,
+            host=host,
+            port=port,
+            backend=backend,
+            workers=workers,
+            max_batch=max_batch,
+            max_wait_ms=max_wait_ms,
+            max_queue=max_queue,
+            max_texts=max_texts,
+            max_body=max_body,
+            max_connections=max_connections,
+            access_log=access_log,
         )
         serve_model(settings)
 

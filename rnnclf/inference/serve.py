@@ -72,8 +72,8 @@ class ServeSettings:
         """Each impossible value as a one-line error naming its flag."""
         if self.backend not in BACKENDS:
             raise RnnclfError(f"--backend {self.backend}: expected one of {', '.join(BACKENDS)}")
-        if not 0 <= self.port <= 65535:
-            raise RnnclfError(f"--port {self.port}: expected 0-65535")
+        if not 1 <= self.port <= 65535:
+            raise RnnclfError(f"--port {self.port}: expected 1-65535")
         for flag, value in (
             ("--workers", self.workers),
             ("--max-batch", self.max_batch),
@@ -116,7 +116,7 @@ def model_path(settings: ServeSettings) -> Path:
 
 def load_scorer(path: Path, backend: str, workers: int = 1) -> Scorer:
     """The predictor for `backend`; torch gets the cores this process may use, less one for the event
-    loop (reading requests and writing answers costs about as much CPU as scoring short texts)."""
+    loop (under load the event loop used about half the CPU time of the scoring thread, TREC model)."""
     if backend == "onnx":
         try:
             from rnnclf.inference import backends  # type: ignore[attr-defined]
@@ -127,8 +127,8 @@ def load_scorer(path: Path, backend: str, workers: int = 1) -> Scorer:
         return backends.load_predictor(path, backend="onnx")
     # oneDNN (torch's CPU LSTM) caches a compiled kernel per input shape, up to 1,024 of them: a server
     # sees many batch shapes, and its memory grew ~100 MB over the first minute of load before levelling
-    # off. 64 kept it within ~25 MB of the start at the same speed (bench/serve_load.py, TREC model).
-    # Read when oneDNN first builds a kernel, so it is set before torch scores anything.
+    # off. 64 kept it within ~15 MB of the start at no measured cost in speed (BENCHMARKS.md, Serving).
+    # oneDNN reads it when it first builds a kernel: setting it after `import torch` still works.
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")
     import torch
 
