@@ -166,6 +166,7 @@ BAD_REQUESTS = [
     ("texts null", b'{"texts": null}', JSON, 400, "texts"),
     ("empty list", b'{"texts": []}', JSON, 400, "texts"),
     ("a number among texts", b'{"texts": ["a", 3]}', JSON, 400, "texts[1]"),
+    ("a lone surrogate", b'{"texts": ["a", "\\ud800"]}', JSON, 400, "texts[1]"),
     ("top_k zero", b'{"texts": ["a"], "top_k": 0}', JSON, 400, "top_k"),
     ("top_k a string", b'{"texts": ["a"], "top_k": "2"}', JSON, 400, "top_k"),
     ("explain a string", b'{"texts": ["a"], "explain": "yes"}', JSON, 400, "explain"),

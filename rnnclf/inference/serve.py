@@ -186,6 +186,12 @@ def _type_name(value: Any) -> str:
     return "null" if value is None else names.get(type(value), "an object")
 
 
+def _shown(value: Any) -> str:
+    """A value as JSON, cut to 40 characters (an error line stays short)."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refused (413) as soon as it is declared or read past `limit` bytes: a huge body is
     never held whole."""
@@ -232,12 +238,18 @@ def parse_request(body: bytes, max_texts: int) -> tuple[list[str], int | None, b
     for number, text in enumerate(texts):
         if not isinstance(text, str):
             raise BadRequest(400, f"texts[{number}]", f"expected a string, got {_type_name(text)}")
+        try:  # JSON allows "\ud800" (half of a UTF-16 pair), which no answer could be written with
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadRequest(
+                400, f"texts[{number}]", "not valid Unicode (a lone surrogate \\uXXXX)"
+            ) from None
     top_k = document.get("top_k")
     if top_k is not None and (type(top_k) is not int or top_k < 1):
-        raise BadRequest(400, "top_k", f"expected a whole number of at least 1, got {json.dumps(top_k)}")
+        raise BadRequest(400, "top_k", f"expected a whole number of at least 1, got {_shown(top_k)}")
     explain = document.get("explain", False)
     if not isinstance(explain, bool):
-        raise BadRequest(400, "explain", f"expected true or false, got {json.dumps(explain)}")
+        raise BadRequest(400, "explain", f"expected true or false, got {_shown(explain)}")
     if explain and len(texts) > EXPLAIN_TEXTS:
         raise BadRequest(413, "texts", f"{len(texts)} texts to explain is over the limit of {EXPLAIN_TEXTS}")
     return texts, top_k, explain
