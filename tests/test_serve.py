@@ -9,6 +9,7 @@ let the request in flight finish and exit 0. The dynamic batcher is also tested 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import signal
@@ -317,6 +318,17 @@ def test_bad_flags_are_one_line_errors(flags: list[str], message: str) -> None:
     result = CliRunner().invoke(app, ["serve", *flags])
     assert result.exit_code == 2
     assert result.output.strip() == f"error: {message}"
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("rnnclf.inference.backends") is not None, reason="this rnnclf has the backend"
+)
+def test_the_onnx_backend_without_its_module_is_a_one_line_error(tiny_run: Path) -> None:
+    result = CliRunner().invoke(app, ["serve", str(tiny_run), "--backend", "onnx"])
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        "error: --backend onnx: this rnnclf has no ONNX Runtime backend yet; use --backend torch"
+    )
 
 
 def test_a_taken_port_is_a_one_line_error(tiny_run: Path) -> None:

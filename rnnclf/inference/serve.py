@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
+import importlib.util
 import json
 import logging
 import logging.config
@@ -118,12 +120,11 @@ def load_scorer(path: Path, backend: str, workers: int = 1) -> Scorer:
     """The predictor for `backend`; torch gets the cores this process may use, less one for the event
     loop (under load the event loop used about half the CPU time of the scoring thread, TREC model)."""
     if backend == "onnx":
-        try:
-            from rnnclf.inference import backends  # type: ignore[attr-defined]
-        except ImportError:
+        if importlib.util.find_spec("rnnclf.inference.backends") is None:
             raise RnnclfError(
                 "--backend onnx: this rnnclf has no ONNX Runtime backend yet; use --backend torch"
-            ) from None
+            )
+        backends = importlib.import_module("rnnclf.inference.backends")  # its own errors name its extra
         return backends.load_predictor(path, backend="onnx")
     # oneDNN (torch's CPU LSTM) caches a compiled kernel per input shape, up to 1,024 of them: a server
     # sees many batch shapes, and its memory grew ~100 MB over the first minute of load before levelling
