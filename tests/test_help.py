@@ -30,6 +30,7 @@ def test_the_commands() -> None:
         "predict",
         "pretrain",
         "runs",
+        "serve",
         "train",
     ]
 

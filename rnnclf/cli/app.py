@@ -323,6 +323,61 @@ def export(
         render.export_summary(result, PROBE_LENGTHS)
 
 
+@app.command()
+def serve(
+    model: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[RUN_OR_MODEL]", help="Run folder or model file. Default: the latest run trained here."
+        ),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    backend: Annotated[str, typer.Option(help="torch, or onnx (ONNX Runtime, no torch).")] = "torch",
+    workers: Annotated[int, typer.Option(help="Server processes, each with its own model.")] = 1,
+    max_batch: Annotated[int, typer.Option(help="Most documents scored together.")] = 128,
+    max_wait_ms: Annotated[
+        float, typer.Option(help="Longest wait for more requests to join a batch (milliseconds).")
+    ] = 2.0,
+    max_queue: Annotated[
+        int, typer.Option(help="Most documents waiting to be scored; past it requests get 503.")
+    ] = 256,
+    max_texts: Annotated[int, typer.Option(help="Most texts in one request (413 past it).")] = 256,
+    max_body: Annotated[int, typer.Option(help="Largest request body in bytes (413 past it).")] = 1_048_576,
+    max_connections: Annotated[
+        int, typer.Option(help="Most open connections; past it requests get 503.")
+    ] = 256,
+    access_log: Annotated[bool, typer.Option(help="Log every request on stderr.")] = False,
+) -> None:
+    """Serve a model over HTTP: POST /predict, GET /health, GET /model, GET /docs.
+
+    Requests arriving together are scored together (up to --max-batch documents, waiting at most
+    --max-wait-ms). SIGTERM or Ctrl-C stops accepting, finishes the requests in flight and exits 0.
+    Binds to 127.0.0.1: put TLS and authentication in front before exposing it (docs/serving.md).
+
+    Example: rnnclf serve runs/trec-20261126-101500 --port 8000
+    """
+    with _user_errors():
+        from rnnclf.inference.serve import ServeSettings
+        from rnnclf.inference.serve import serve as serve_model
+
+        settings = ServeSettings(
+            model=model,
+            host=host,
+            port=port,
+            backend=backend,
+            workers=workers,
+            max_batch=max_batch,
+            max_wait_ms=max_wait_ms,
+            max_queue=max_queue,
+            max_texts=max_texts,
+            max_body=max_body,
+            max_connections=max_connections,
+            access_log=access_log,
+        )
+        serve_model(settings)
+
+
 data_app = typer.Typer(
     no_args_is_help=True,
     help="Corpora and word vectors by name: list them, or fetch one (verified, unpacked, with a config).\n\n"
