@@ -51,7 +51,8 @@ def problems(text: str) -> list[str]:
             if name not in rows:
                 found.append(f"{name}: no row '| `{name}` | `{shown(default)}` | meaning |'")
             elif not isinstance(default, dict | list) and rows[name][0] != shown(default):
-                found.append(f"{name}: documented default `{rows[name][0]}`, the schema's is `{shown(default)}`")
+                wrong = rows[name][0]
+                found.append(f"{name}: documented default `{wrong}`, the schema's is `{shown(default)}`")
     known = {f"{section}.{key}" for section, keys in printed().items() for key in keys}
     found += [f"{name}: documented, but init-config prints no such key" for name in rows if name not in known]
     return found
