@@ -1,6 +1,6 @@
 """The docs keep up with the code: docs/settings.md has a row for every key `rnnclf init-config` prints
 (with the schema's default), and README.md's tables name every command and every config section, each
-with a link to its guide.
+with a link to its guide. Also bench/gpu_check.py checks every cell and pooling the schema accepts.
 
 The keys come from rnnclf.config.default_yaml, the code behind `init-config`, so a section or key added
 to the schema (e.g. a `tune:` section) fails here until docs/settings.md documents it.
@@ -8,7 +8,9 @@ to the schema (e.g. a `tune:` section) fails here until docs/settings.md documen
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import typing
 from pathlib import Path
 
 import typer
@@ -16,6 +18,7 @@ import yaml
 
 from rnnclf.cli.app import app
 from rnnclf.config import default_yaml
+from rnnclf.schema import ModelConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = ROOT / "docs" / "settings.md"
@@ -110,3 +113,15 @@ def test_readme_lists_every_config_section_with_a_link_to_its_guide() -> None:
 
 def test_readme_stays_short() -> None:
     assert len(README.read_text(encoding="utf-8").splitlines()) <= 200
+
+
+def test_gpu_check_covers_every_cell_and_pooling_the_schema_accepts() -> None:
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "bench" / "gpu_check.py")
+    assert spec and spec.loader
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)  # defines its lists; main() is not run
+    for key, checked in (("cell", gpu_check.CELLS), ("pooling", gpu_check.POOLINGS)):
+        accepted = typing.get_args(ModelConfig.model_fields[key].annotation)
+        assert set(checked) == set(accepted), (
+            f"bench/gpu_check.py checks {checked}, the schema accepts {accepted}"
+        )
