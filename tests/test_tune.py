@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -258,7 +259,8 @@ def test_a_failed_trial_is_recorded_with_its_reason_and_the_study_goes_on(
         return original_train(config, *args)
 
     monkeypatch.setattr(loop, "_train", remember)
-    configure(tiny_config, {"model.hidden_dim": [8, 16], "train.lr": [0.02, 0.05]}, trials=6, budget=None)
+    space = {"model.hidden_dim": {"choices": [8, 16]}, "train.lr": {"choices": [0.02, 0.05]}}
+    configure(tiny_config, space, trials=6, budget=None)
     summary, observer = run_tune(tiny_config, Path("tuned"))
     states = {
         (r.values["model.hidden_dim"], r.values["train.lr"]): (r.state, r.reason) for r in observer.records
@@ -392,35 +394,38 @@ def _pg_ctl() -> str | None:
 
 
 @pytest.fixture
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Any:
+def postgres() -> Any:
     """A PostgreSQL server of its own, in a temporary folder on a free port; its URL."""
     pg_ctl = _pg_ctl()
     if pg_ctl is None:
         pytest.skip("PostgreSQL is not installed here (no pg_ctl on PATH or in /usr/lib/postgresql)")
     pytest.importorskip("psycopg2")
     bin_dir = Path(pg_ctl).parent
-    folder = tmp_path_factory.mktemp("postgres")
+    # Under /tmp itself, not pytest's folders: those are private to their owner, and the server runs as
+    # the postgres user when the tests run as root (it refuses to run as root).
+    folder = Path(tempfile.mkdtemp(prefix="rnnclf-postgres-"))
     as_user: list[str] = []
-    if os.geteuid() == 0:  # the server refuses to run as root
+    if os.geteuid() == 0:
         shutil.chown(folder, "postgres")
-        os.chmod(folder, 0o755)
-        for parent in folder.parents:  # pytest's temporary folders are private to root: let it reach its own
-            if str(parent) in ("/", "/tmp"):
-                break
-            os.chmod(parent, os.stat(parent).st_mode | 0o011)
         as_user = ["runuser", "-u", "postgres", "--"]
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     data = folder / "data"
-    run = lambda *args: subprocess.run([*as_user, *args], check=True, capture_output=True, text=True)  # noqa: E731
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run([*as_user, *args], capture_output=True, text=True, cwd=folder)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done
+
     run(str(bin_dir / "initdb"), "-D", str(data), "-U", "tune", "--auth=trust")
-    run(str(pg_ctl), "-D", str(data), "-l", str(folder / "log"), "-w", "-o",
+    run(pg_ctl, "-D", str(data), "-l", str(folder / "log"), "-w", "-o",
         f"-p {port} -k {folder} -c listen_addresses=127.0.0.1", "start")  # fmt: skip
     try:
         yield f"postgresql://tune@127.0.0.1:{port}/postgres"
     finally:
-        run(str(pg_ctl), "-D", str(data), "-m", "immediate", "stop")
+        run(pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.mark.slow
@@ -436,7 +441,9 @@ def test_two_workers_on_two_machines_share_a_postgresql_study(tiny_config: Path,
         assert process.returncode == 0, err
     import optuna
 
-    study = optuna.load_study(study_name="shared", storage=postgres)
+    from rnnclf.tuning.study import storage_url
+
+    study = optuna.load_study(study_name="shared", storage=storage_url(Path("."), postgres))
     trials = [{"number": t.number, "state": t.user_attrs.get("state")} for t in study.get_trials()]
     _check_every_trial_once([Path("machine-a"), Path("machine-b")], trials, 6)
     assert len({t.user_attrs["worker"] for t in study.get_trials()}) == 2

@@ -68,36 +68,60 @@ def trial_config(config: Config) -> Config:
 
 def _pruner(optuna: Any, name: str, epochs: int) -> Any:
     if name == "median":
-        # Four trials run whole before any is pruned, and no trial is judged on its first epoch alone.
-        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=1)
+        # Four trials run whole before any is pruned, and no trial is judged on its first epoch alone
+        # (steps are epochs, counted from 1: pruning starts at the second).
+        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=2)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 2))
     return optuna.pruners.NopPruner()
 
 
 def storage_url(tune_dir: Path, storage: str | None) -> str:
-    return storage or f"sqlite:///{(tune_dir / STUDY_DB).resolve()}"
+    """--storage as SQLAlchemy needs it (default: SQLite in TUNE_DIR). A bare postgresql:// URL means
+    psycopg 3 to SQLAlchemy 2.1; with only psycopg2 installed, it is said explicitly."""
+    if storage is None:
+        return f"sqlite:///{(tune_dir / STUDY_DB).resolve()}"
+    bare = storage.startswith(("postgresql://", "postgres://"))
+    if bare and not _importable("psycopg") and _importable("psycopg2"):
+        return "postgresql+psycopg2://" + storage.split("://", 1)[1]
+    return storage
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def _storage(optuna: Any, tune_dir: Path, storage: str | None, attempts: int = 5) -> Any:
+    """Optuna's RDB storage. Workers starting together on a fresh database race to create its tables;
+    the loser's error goes away on a second try."""
+    for attempt in range(attempts):
+        try:
+            # SQLite: several local workers write to one file; waiting for its lock beats failing.
+            return optuna.storages.RDBStorage(
+                storage_url(tune_dir, storage),
+                engine_kwargs={"connect_args": {"timeout": 60}} if storage is None else {},
+            )
+        except ImportError as err:
+            raise RnnclfError(
+                f"--storage {storage}: its database driver is missing ({err}); for postgresql URLs: "
+                "pip install psycopg2-binary"
+            ) from None
+        except Exception as err:
+            if attempt == attempts - 1:
+                raise RnnclfError(
+                    f"--storage {storage or 'sqlite'}: cannot open ({' '.join(str(err).split())[:200]})"
+                ) from None
+            time.sleep(1.0 + attempt)
+    raise AssertionError("unreachable")
 
 
 def open_study(config: Config, tune_dir: Path, storage: str | None, name: str, worker: int) -> Any:
     """The study in its storage (created by the first worker, joined by the others)."""
     optuna = require_optuna()
     direction = "minimize" if config.monitored() == "valid_loss" else "maximize"
-    try:
-        # SQLite: several local workers write to one file; waiting for its lock beats failing.
-        backend = optuna.storages.RDBStorage(
-            storage_url(tune_dir, storage),
-            engine_kwargs={"connect_args": {"timeout": 60}} if storage is None else {},
-        )
-    except ImportError as err:
-        raise RnnclfError(
-            f"--storage {storage}: its database driver is missing ({err}); for postgresql URLs: "
-            "pip install psycopg2-binary"
-        ) from None
-    except Exception as err:
-        raise RnnclfError(
-            f"--storage {storage or 'sqlite'}: cannot open ({' '.join(str(err).split())[:200]})"
-        ) from None
+    backend = _storage(optuna, tune_dir, storage)
     epochs = max(config.train.epochs, *_epoch_choices(config))
     return optuna.create_study(
         storage=backend,
@@ -192,6 +216,14 @@ def _keep_best_only(study: Any, number: int) -> None:
             (Path(folder) / "best.pt").unlink(missing_ok=True)
 
 
+class HelperObserver(Observer):
+    """A --jobs helper process says one line per trial it ran (the main process shows the table)."""
+
+    def message(self, text: str) -> None:
+        if text.startswith("trial "):
+            super().message(text)
+
+
 def _worker_process(
     raw: dict[str, Any],
     dims: list[Dimension],
@@ -201,6 +233,7 @@ def _worker_process(
     deadline: float,
     worker: int,
     threads: int,
+    ready: Any,
 ) -> None:
     """A worker started by --jobs (its own process, its share of the cores); SIGINT/SIGTERM stop its
     running trial at the next step."""
@@ -211,8 +244,11 @@ def _worker_process(
     stop = StopFlag()
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, lambda sig, frame: stop.set(sig))
+    config = validate(raw, "tune")
+    open_study(config, Path(tune_dir), storage, name, worker)
+    ready.set()
     with contextlib.suppress(Interrupted):  # its trial is recorded; the main process prints the hint
-        work(validate(raw, "tune"), dims, Path(tune_dir), storage, name, deadline, worker, stop, Observer())
+        work(config, dims, Path(tune_dir), storage, name, deadline, worker, stop, HelperObserver())
 
 
 def tune(
@@ -308,15 +344,22 @@ def _start_workers(
 ) -> list[Any]:
     """jobs - 1 more worker processes (spawned: a fork would copy torch's thread pools)."""
     context = multiprocessing.get_context("spawn")
-    helpers = []
+    helpers, ready = [], []
     for worker in range(1, jobs):
+        event = context.Event()
+        ready.append(event)
         helper = context.Process(
             target=_worker_process,
-            args=(config.to_dict(), dims, str(tune_dir), storage, name, deadline, worker, threads),
+            args=(config.to_dict(), dims, str(tune_dir), storage, name, deadline, worker, threads, event),
             daemon=False,
         )
         helper.start()
         helpers.append(helper)
+    # Every worker starts its first trial together: a helper still importing torch would find small
+    # studies finished by the main process alone.
+    for event, helper in zip(ready, helpers, strict=True):
+        while helper.is_alive() and not event.wait(timeout=1.0):
+            pass
     return helpers
 
 
