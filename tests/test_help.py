@@ -28,6 +28,7 @@ def test_the_commands() -> None:
         "pretrain",
         "runs",
         "train",
+        "tune",
     ]
 
 

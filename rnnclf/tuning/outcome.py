@@ -65,6 +65,8 @@ def records(study: Any) -> list[dict[str, Any]]:
                 "scores": attrs.get("scores", []),
                 "epochs": len(attrs.get("scores", [])),
                 "seconds": round(float(attrs.get("seconds", 0.0)), 2),
+                "train_seconds": round(float(attrs.get("train_seconds", 0.0)), 2),
+                "started_at": attrs.get("started_at"),
                 "reason": attrs.get("reason", ""),
                 "folder": attrs.get("folder", ""),
             }
@@ -171,6 +173,7 @@ def summarize(
 ) -> dict[str, Any]:
     """The end of a tune: the best trial chosen on validation, best.yaml, its run folder kept (and
     runs/LATEST), the test scored once, files and plots. Returns what the CLI shows."""
+    ended = time.time()  # the trials are over: what follows is the test scoring, files and plots
     rows = records(study)
     complete = [row for row in rows if row["state"] == "complete"]
     if not complete:
@@ -215,10 +218,13 @@ def summarize(
         },
         "budget_seconds": budget,
         "seconds": time.time() - started,
+        "started_at": started,
+        "trials_ended_at": ended,
         "best_yaml": str(tune_dir / BEST_YAML),
     }
     write_records(study, tune_dir, summary)
     summary["plots"] = _plots(study, tune_dir, optuna)
+    summary["seconds"] = time.time() - started
     summary["size_bytes"] = folder_size(tune_dir)
     summary["tune_dir"] = str(tune_dir)
     return summary

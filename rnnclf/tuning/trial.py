@@ -38,7 +38,9 @@ class TrialRecord:
     scores: list[float] = field(default_factory=list)  # validation score per epoch
     epoch_seconds: list[float] = field(default_factory=list)
     reason: str = ""
-    seconds: float = 0.0
+    seconds: float = 0.0  # the whole trial: sampling, training, bookkeeping
+    train_seconds: float = 0.0  # inside rnnclf.training.loop.train (data loading included)
+    started_at: float = 0.0  # time.time() when it began (for the tune's own overhead)
     folder: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -150,7 +152,7 @@ def run_trial(
     started = time.perf_counter()
     values = suggest(trial, dimensions)
     folder = tune_dir / "trials" / f"{trial.number:04d}"
-    record = TrialRecord(trial.number, values, folder=str(folder))
+    record = TrialRecord(trial.number, values, folder=str(folder), started_at=time.time())
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     observer.trial_started(trial.number, values)
     stop = TrialStop(user_stop)
@@ -158,7 +160,11 @@ def run_trial(
     try:
         config = applied(base, values)
         reporter = TrialReporter(trial, record, metric, deadline, stop, observer)
-        metrics = train(config, folder, reporter, stop=stop)
+        training = time.perf_counter()
+        try:
+            metrics = train(config, folder, reporter, stop=stop)
+        finally:
+            record.train_seconds = time.perf_counter() - training
     except Interrupted as stopped:
         if stopped.signal == PRUNED:
             record.state = "pruned"
