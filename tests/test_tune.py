@@ -281,6 +281,7 @@ def test_a_budget_too_short_for_one_trial_says_how_long_an_epoch_took(tiny_confi
     configure(tiny_config, {"train.epochs": [50]}, budget=1)
     line = user_error(cli("tune", tiny_config, "--quiet", "--run-dir", "tuned"), "too short for one trial")
     assert "one epoch took" in line
+    assert not Path("runs/LATEST").exists()  # no best trial: runs/LATEST as it was
     trials = json.loads(Path("tuned/tune.json").read_text())["trials"]
     # The running trial stopped at its first epoch boundary, recorded as incomplete.
     assert [(t["state"], t["epochs"], t["reason"]) for t in trials] == [
@@ -461,3 +462,26 @@ def test_runs_lists_a_tune_folder_with_its_best_trial(tiny_run: Path) -> None:
     rows = {row["name"]: row for row in list_runs("runs")}
     row = rows[folder.name]
     assert row["status"] == "tune: 7 trials" and row["best_valid"] == 0.91 and "trial 3" in row["model"]
+
+
+@pytest.mark.slow
+def test_a_multi_label_config_tunes_on_micro_f1_with_thresholds_chosen_per_trial(tmp_path: Path) -> None:
+    from conftest import write_csv
+    from test_multilabel_cli import CONFIG, documents
+
+    folder = tmp_path / "ml"
+    write_csv(folder / "train.csv", documents(150, 1))
+    write_csv(folder / "test.csv", documents(30, 2))
+    raw = yaml.safe_load(CONFIG)
+    raw["train"].pop("monitor")  # auto: micro-F1 for multi-label data
+    raw["train"]["epochs"] = 2
+    raw["tune"] = {"space": {"train.lr": [0.02, 0.05]}, "trials": 2, "budget": None}
+    config = folder / "ml.yaml"
+    config.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    summary, observer = run_tune(config, Path("tuned"))
+    assert summary["metric"] == "valid_micro_f1" and len(observer.records) == 2
+    best = Path(summary["best"]["folder"])
+    metrics = json.loads((best / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["thresholds"]["chosen_on"] == "valid"
+    assert summary["best"]["valid"] == metrics["valid"]["micro_f1"]
+    assert summary["test"]["multi_label"] and 0.0 <= summary["test"]["micro_f1"] <= 1.0

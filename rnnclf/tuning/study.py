@@ -24,6 +24,7 @@ from typing import Any
 from rnnclf.config import Config, dump, validate
 from rnnclf.errors import MissingExtra, RnnclfError
 from rnnclf.files import atomic_write
+from rnnclf.runs import rundir
 from rnnclf.runtime import cpu_count, prepare_cpu
 from rnnclf.schema import parse_duration
 from rnnclf.training.stopping import Interrupted, StopFlag
@@ -188,7 +189,9 @@ def work(
     study = open_study(config, tune_dir, storage, name, worker)
     metric = config.monitored()
     base = trial_config(config)
-    while stop.signal is None and time.time() < deadline:
+    # The first trial of a study always starts: a budget spent before it (preparation) then ends at its
+    # first epoch boundary, which says how long an epoch takes.
+    while stop.signal is None and (time.time() < deadline or (worker == 0 and _finished(study) == 0)):
         if config.tune.trials is not None and _finished(study) >= config.tune.trials:
             break
         trial = study.ask()
@@ -300,7 +303,7 @@ def tune(
             observer.message(f"{lost} trial(s) left running by a killed process: recorded as failed")
     spent = float(study.user_attrs.get(SPENT, 0.0))
     deadline = started + seconds - spent if seconds is not None else float("inf")
-    if seconds is not None and deadline <= time.time():
+    if seconds is not None and spent >= seconds:
         raise RnnclfError(
             f"tune: the budget ({seconds:.0f}s) is spent already ({spent:.0f}s used); raise it with --budget"
         )
@@ -309,6 +312,7 @@ def tune(
         + "; ".join(dim.shown() for dim in dimensions)
         + (f"\nkept as configured: {', '.join(kept)}" if kept else "")
     )
+    latest = rundir.LATEST.read_text(encoding="utf-8") if rundir.LATEST.is_file() else None
     baseline = outcome.fit_baseline(config, observer)
     threads = max(1, min(torch.get_num_threads(), cpu_count()) // jobs)
     torch.set_num_threads(threads)
@@ -326,10 +330,21 @@ def tune(
             helper.join()
         study.set_user_attr(SPENT, spent + time.time() - started)
         observer.close()
-    if interrupted is not None or stop.signal is not None:
-        outcome.write_records(study, tune_dir)
-        raise interrupted or Interrupted(stop.signal or signal.SIGINT, tune_dir)
-    return outcome.summarize(study, config, tune_dir, baseline, seconds, started, optuna)
+    try:
+        if interrupted is not None or stop.signal is not None:
+            outcome.write_records(study, tune_dir)
+            raise interrupted or Interrupted(stop.signal or signal.SIGINT, tune_dir)
+        return outcome.summarize(study, config, tune_dir, baseline, seconds, started, optuna)
+    except (Interrupted, RnnclfError):
+        _put_back(latest)  # each trial's run was runs/LATEST for a while; no best trial: as it was
+        raise
+
+
+def _put_back(latest: str | None) -> None:
+    if latest is not None:
+        atomic_write(rundir.LATEST, latest)
+    else:
+        rundir.LATEST.unlink(missing_ok=True)
 
 
 def _start_workers(
