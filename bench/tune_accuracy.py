@@ -121,15 +121,19 @@ def cache_load_seconds(config: Path) -> float:
     return time.perf_counter() - started
 
 
-def run_tune(config: Path, budget: str, seed: int, folder: Path) -> dict[str, Any]:
+def run_tune(
+    config: Path, budget: str, seed: int, folder: Path, sets: list[str], jobs: int = 1
+) -> dict[str, Any] | None:
+    """One tune in its own process; None (after printing why) when it ends without a best trial."""
     command = ["rnnclf", "tune", str(config), "--budget", budget, "--set", f"tune.seed={seed}", "--quiet",
-               "--run-dir", str(folder)]  # fmt: skip
+               "--run-dir", str(folder), "--jobs", str(jobs)]  # fmt: skip
+    command += [part for item in sets for part in ("--set", item)]
     started = time.perf_counter()
-    done = subprocess.run(
-        command, capture_output=True, text=True, env={**os.environ, **THREADS}, cwd=folder.parent
-    )
+    environment = {**os.environ, **THREADS}
+    done = subprocess.run(command, capture_output=True, text=True, env=environment, cwd=folder.parent)
     if done.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+        print(f"{' '.join(command)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}", flush=True)
+        return None
     summary = json.loads((folder / "tune.json").read_text(encoding="utf-8"))
     summary["command_seconds"] = time.perf_counter() - started
     return summary
@@ -251,6 +255,8 @@ def main() -> None:
     parser.add_argument("--corpus", default="all", choices=["all", *BUDGETS])
     parser.add_argument("--budget", help="override every corpus's budget (e.g. 3m for a quick check)")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=1, help="rnnclf tune --jobs (2 cores: 1 or 2)")
+    parser.add_argument("--set", action="append", default=[], help="passed to rnnclf tune (repeatable)")
     parser.add_argument("--fasttext-python", default="/tmp/ftvenv/bin/python")
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "rnnclf-tune-bench")
     args = parser.parse_args()
@@ -265,10 +271,13 @@ def main() -> None:
         files = fasttext_files(config, args.out) if args.fasttext_python else None
         for seed in range(args.seeds):
             folder = args.out / f"{corpus}-{budget}-seed{seed}-{time.strftime('%H%M%S')}"
-            summary = run_tune(config, budget, seed, folder)
+            summary = run_tune(config, budget, seed, folder, args.set, args.jobs)
+            fasttext = run_fasttext(args.fasttext_python, files, seconds(budget), seed) if files else {}
+            if summary is None:
+                print(json.dumps({"seed": seed, "tune": "no best trial", "fasttext_autotune_test": fasttext}))
+                continue
             cache_load = cache_load if cache_load is not None else cache_load_seconds(config)
             own = own_time(summary, cache_load)
-            fasttext = run_fasttext(args.fasttext_python, files, seconds(budget), seed) if files else {}
             run = {
                 "seed": seed,
                 "budget_seconds": seconds(budget),
@@ -286,7 +295,9 @@ def main() -> None:
             runs.append(run)
             print(json.dumps(run), flush=True)
         results[corpus] = runs
-        keys = list(runs[0]["test"]) if runs else []
+        if not runs:
+            continue
+        keys = list(runs[0]["test"])
         print(f"\n{corpus}, --budget {budget}, {len(runs)} tune seeds (medians, min-max):")
         valid, trials = median([r["valid"] for r in runs]), median([r["trials"] for r in runs])
         print(f"  rnnclf tune: valid {valid}, trials {trials}")
