@@ -404,7 +404,14 @@ def tune_summary(summary: dict[str, Any]) -> None:
         markup=False,
     )
     stdout.print(f"best config: {summary['best_yaml']} (rnnclf train {summary['best_yaml']})", markup=False)
-    stdout.print(f"best run (runs/LATEST): {best['folder']}", markup=False)
+    if best.get("here", True):
+        stdout.print(f"best run (runs/LATEST): {best['folder']}", markup=False)
+    else:
+        stdout.print(
+            f"best run: {best['folder']} on the worker that ran it ({best['worker']}); its test score is "
+            "scored there when its tune ends",
+            markup=False,
+        )
     for path in summary.get("plots", []):
         stdout.print(f"plot: {path}", markup=False)
     stdout.print(f"{summary['tune_dir']}: {_size(summary['size_bytes'])}", markup=False)

@@ -192,23 +192,33 @@ def summarize(
         raise RnnclfError("tune: no trial completed" + (f" ({reasons[0]})" if reasons else ""))
     best = study.best_trial
     folder = Path(best.user_attrs["folder"])
-    for row in rows:  # the best trial alone keeps a checkpoint
-        if row["folder"] and row["number"] != best.number:
+    for row in rows:  # the best trial alone keeps a checkpoint (trials still running elsewhere: theirs)
+        if row["folder"] and row["number"] != best.number and row["state"] != "running":
             (Path(row["folder"]) / rundir.BEST).unlink(missing_ok=True)
     raw = best_config(config, best.params)
     atomic_write(tune_dir / BEST_YAML, yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
-    test = _score_test(raw, folder)
-    metrics = rundir.read_metrics(folder) or {}
-    if test is not None:
-        metrics["test"] = test
-    if baseline is not None:
-        metrics["baseline"] = baseline
-    rundir.write_metrics(folder, metrics)
-    rundir.LATEST.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(rundir.LATEST, str(folder.resolve()))
+    test = None
+    here = (folder / rundir.BEST).exists()  # workers on several machines: the best may have run elsewhere
+    if here:
+        test = _score_test(raw, folder)
+        metrics = rundir.read_metrics(folder) or {}
+        if test is not None:
+            metrics["test"] = test
+        if baseline is not None:
+            metrics["baseline"] = baseline
+        rundir.write_metrics(folder, metrics)
+        rundir.LATEST.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(rundir.LATEST, str(folder.resolve()))
     summary = {
         "metric": config.monitored(),
-        "best": {"number": best.number, "values": best.params, "valid": best.value, "folder": str(folder)},
+        "best": {
+            "number": best.number,
+            "values": best.params,
+            "valid": best.value,
+            "folder": str(folder),
+            "here": here,
+            "worker": best.user_attrs.get("worker"),
+        },
         "baseline_valid": baseline.get("valid") if baseline else None,
         "test": test,
         "trial_count": len(rows),

@@ -212,8 +212,10 @@ def work(
 
 def _keep_best_only(study: Any, number: int) -> None:
     """Only the best complete trial so far keeps its best.pt: the tune folder stays bounded."""
+    optuna = require_optuna()
     best = study.best_trial.number
-    for trial in study.get_trials(deepcopy=False):
+    # Finished trials only: a trial another worker is running still writes and reads its best.pt.
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         folder = trial.user_attrs.get("folder")
         if folder and trial.number != best and trial.number <= number:
             (Path(folder) / "best.pt").unlink(missing_ok=True)
