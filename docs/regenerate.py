@@ -32,6 +32,11 @@ QUESTIONS = [
     "Who wrote Hamlet ?",
     "How many miles is it from London to Paris ?",
 ]
+# A small space, so that a 3-minute tune holds a few complete trials even on a busy 2-core machine.
+TUNE_SPACE = (
+    "{train.lr: {low: 0.001, high: 0.01, log: true}, model.hidden_dim: [32, 64], "
+    "model.embedding_dim: [32, 64], train.epochs: [2, 4], text.max_length: [32, 64]}"
+)
 MARKER = re.compile(r"(<!-- sample: ([\w-]+) -->\n```[^\n]*\n)(.*?)(```)", re.DOTALL)
 
 
@@ -118,9 +123,8 @@ def tune_sample(scratch: Path) -> str:
     raw["data"].update({key: str((CONFIG.parent / trec[key]).resolve()) for key in ("train", "test")})
     config = scratch / "trec-default.yaml"
     config.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
-    output = rnnclf(
-        "tune", str(config), "--budget", "3m", "--quiet", "--run-dir", "runs/tune-trec", cwd=scratch
-    )
+    output = rnnclf("tune", str(config), "--budget", "3m", "--quiet", "--run-dir", "runs/tune-trec",
+                    "--set", f"tune.space={TUNE_SPACE}", cwd=scratch)  # fmt: skip
     return from_line(output, next(line for line in output.splitlines() if " trials (" in line))
 
 

@@ -390,8 +390,8 @@ def tune_summary(summary: dict[str, Any]) -> None:
     counts = ", ".join(f"{count} {state}" for state, count in states.items() if count)
     stdout.print(f"{summary['trial_count']} trials ({counts}) in {summary['seconds']:.0f}s", markup=False)
     stdout.print(f"best trial {best['number']}: valid {name} {best['valid']:.4f}", markup=False)
-    for key, value in best["values"].items():
-        stdout.print(f"  {key}: {value}", markup=False)
+    for key, value in best["values"].items():  # best.yaml holds the exact values
+        stdout.print(f"  {key}: {f'{value:.4g}' if isinstance(value, float) else value}", markup=False)
     if summary.get("baseline_valid"):
         label, value = headline(summary["baseline_valid"])
         stdout.print(f"linear baseline: valid {label} {value:.4f} (fitted once, same split)", markup=False)
