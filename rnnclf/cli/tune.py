@@ -75,7 +75,8 @@ class LiveTable:
             table.add_column(column, overflow="fold")
         for number, row in sorted(self.rows.items())[-30:]:  # the latest 30: the table stays on screen
             scores = row["scores"]
-            best = f"{max(scores):.4f}" if scores else "-"
+            value = row.get("value")  # a finished trial's best in the metric's direction
+            best = f"{value:.4f}" if value is not None else (f"{max(scores):.4f}" if scores else "-")
             seconds = row.get("seconds", time.time() - row["started"])
             state = row["state"] + (f": {row['reason']}" if row.get("reason") else "")
             table.add_row(
