@@ -154,6 +154,9 @@ def test_a_tune_reports_trials_and_leaves_a_reproducible_best(tiny_config: Path,
         "reads optimistic",
     ):
         assert line in result.stdout
+    # --quiet: one line per trial, then the summary.
+    trial_lines = [line.split(":")[0] for line in result.stdout.splitlines() if line.startswith("trial ")]
+    assert trial_lines == ["trial 0 complete", "trial 1 complete", "trial 2 complete"]
     best = summary["best"]
     assert best["valid"] == max(trial["value"] for trial in trials)
     # Only the best trial keeps a checkpoint; it is runs/LATEST, with its test score, and eval works on it.
