@@ -277,6 +277,13 @@ class TuneConfig(Section):
         "median", description="rnnclf tune: stop unpromising trials early on their epoch scores"
     )
     seed: int = Field(0, description="rnnclf tune: the sampler's seed (same seed, --jobs 1: same trials)")
+    folds: int = Field(
+        1,
+        ge=1,
+        le=20,
+        description="rnnclf tune: K > 1 scores each trial as the mean over K folds of the training file "
+        "(K times the cost; for small validation sets); 1: the validation split",
+    )
 
     @field_validator("budget")
     @classmethod

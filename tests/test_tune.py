@@ -281,15 +281,17 @@ def test_a_failed_trial_is_recorded_with_its_reason_and_the_study_goes_on(
 
 @pytest.mark.slow
 def test_a_budget_too_short_for_one_trial_says_how_long_an_epoch_took(tiny_config: Path) -> None:
-    configure(tiny_config, {"train.epochs": [50]}, budget=1)
+    configure(tiny_config, {"train.epochs": [400]}, budget=1)
+    raw = yaml.safe_load(tiny_config.read_text(encoding="utf-8"))
+    raw["train"]["patience"] = None  # no early stop: the budget ends the trial
+    tiny_config.write_text(yaml.safe_dump(raw), encoding="utf-8")
     line = user_error(cli("tune", tiny_config, "--quiet", "--run-dir", "tuned"), "too short for one trial")
     assert "one epoch took" in line
     assert not Path("runs/LATEST").exists()  # no best trial: runs/LATEST as it was
     trials = json.loads(Path("tuned/tune.json").read_text())["trials"]
-    # The running trial stopped at its first epoch boundary, recorded as incomplete.
-    assert [(t["state"], t["epochs"], t["reason"]) for t in trials] == [
-        ("incomplete", 1, "the budget ran out")
-    ]
+    # The running trial stopped at the first epoch boundary after the deadline, recorded as incomplete.
+    assert [(t["state"], t["reason"]) for t in trials] == [("incomplete", "the budget ran out")]
+    assert 1 <= trials[0]["epochs"] < 400
 
 
 @pytest.mark.slow
@@ -488,3 +490,34 @@ def test_a_multi_label_config_tunes_on_micro_f1_with_thresholds_chosen_per_trial
     assert metrics["thresholds"]["chosen_on"] == "valid"
     assert summary["best"]["valid"] == metrics["valid"]["micro_f1"]
     assert summary["test"]["multi_label"] and 0.0 <= summary["test"]["micro_f1"] <= 1.0
+
+
+@pytest.mark.slow
+def test_folds_score_each_trial_as_the_mean_over_folds_of_the_training_file(tiny_config: Path) -> None:
+    from rnnclf.tuning.folds import write_folds
+
+    configure(tiny_config, trials=2, budget=None, folds=3)
+    summary, observer = run_tune(tiny_config, Path("tuned"))
+    for record in observer.records:
+        assert len(record.fold_values) == 3 and record.state == "complete"
+        assert record.value == pytest.approx(sum(record.fold_values) / 3)
+        folds = Path(record.folder) / "folds"
+        assert sorted(path.name for path in folds.iterdir()) == ["1", "2"]
+        assert not list(folds.glob("*/*.pt"))  # only the first fold's model may be kept
+    assert summary["best"]["valid"] == max(record.value for record in observer.records)
+    # The folds cover the 90 training documents once each as validation, stratified by class.
+    pairs = write_folds(load(tiny_config), Path("tuned"))
+    held_out = [Path(valid).read_text(encoding="utf-8").splitlines() for _, valid in pairs]
+    assert sorted(len(lines) for lines in held_out) == [30, 30, 30]
+    from collections import Counter
+
+    from conftest import make_documents
+
+    rows = Counter(
+        (json.loads(line)["text"], json.loads(line)["label"]) for lines in held_out for line in lines
+    )
+    assert rows == Counter(make_documents(90, seed=1))  # every training document held out exactly once
+    for lines in held_out:
+        labels = [json.loads(line)["label"] for line in lines]
+        assert {labels.count(name) for name in set(labels)} == {10}
+    assert summary["test"] is not None and 0.0 <= summary["test"]["accuracy"] <= 1.0

@@ -21,6 +21,7 @@ from rnnclf.errors import RnnclfError
 from rnnclf.files import atomic_write
 from rnnclf.prepare import prepare
 from rnnclf.runs import checkpoint, rundir
+from rnnclf.tuning.folds import fold_config, write_folds
 from rnnclf.tuning.space import applied
 from rnnclf.tuning.trial import Observer
 
@@ -200,7 +201,12 @@ def summarize(
     test = None
     here = (folder / rundir.BEST).exists()  # workers on several machines: the best may have run elsewhere
     if here:
-        test = _score_test(raw, folder)
+        model_raw = raw
+        if config.tune.folds > 1:  # the kept model was trained on the first fold: scored with its data
+            first = write_folds(config, tune_dir)[0]
+            model_raw = fold_config(validate(raw, "best.yaml"), first).to_dict()
+            model_raw["data"]["test"] = raw["data"]["test"]
+        test = _score_test(model_raw, folder)
         metrics = rundir.read_metrics(folder) or {}
         if test is not None:
             metrics["test"] = test

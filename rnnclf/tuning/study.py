@@ -28,6 +28,7 @@ from rnnclf.runs import rundir
 from rnnclf.runtime import cpu_count, prepare_cpu
 from rnnclf.schema import parse_duration
 from rnnclf.training.stopping import Interrupted, StopFlag
+from rnnclf.tuning.folds import write_folds
 from rnnclf.tuning.space import Dimension, search_space
 from rnnclf.tuning.trial import Observer, run_trial
 
@@ -189,6 +190,7 @@ def work(
     study = open_study(config, tune_dir, storage, name, worker)
     metric = config.monitored()
     base = trial_config(config)
+    folds = write_folds(config, tune_dir) if config.tune.folds > 1 else None
     # The first trial of a study always starts: a budget spent before it (preparation) then ends at its
     # first epoch boundary, which says how long an epoch takes.
     while stop.signal is None and (time.time() < deadline or (worker == 0 and _finished(study) == 0)):
@@ -196,7 +198,7 @@ def work(
             break
         trial = study.ask()
         try:
-            record = run_trial(base, trial, dimensions, tune_dir, metric, deadline, stop, observer)
+            record = run_trial(base, trial, dimensions, tune_dir, metric, deadline, stop, observer, folds)
         except Interrupted:
             study.tell(trial, state=state.PRUNED)  # kept as incomplete; never chosen
             raise

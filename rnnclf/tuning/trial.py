@@ -20,6 +20,7 @@ from typing import Any
 from rnnclf.config import Config
 from rnnclf.reporter import Reporter
 from rnnclf.training.stopping import Interrupted, StopFlag
+from rnnclf.tuning.folds import fold_config
 from rnnclf.tuning.space import Dimension, applied, suggest
 
 # Pseudo signal numbers: why a trial was stopped at an epoch boundary (real signals are > 0).
@@ -37,6 +38,7 @@ class TrialRecord:
     value: float | None = None  # the best epoch's validation score (complete trials: best.pt's)
     scores: list[float] = field(default_factory=list)  # validation score per epoch
     epoch_seconds: list[float] = field(default_factory=list)
+    fold_values: list[float] = field(default_factory=list)  # tune.folds > 1: each fold's score
     reason: str = ""
     seconds: float = 0.0  # the whole trial: sampling, training, bookkeeping
     train_seconds: float = 0.0  # inside rnnclf.training.loop.train (data loading included)
@@ -101,28 +103,32 @@ class TrialReporter(Reporter):
         deadline: float,
         stop: TrialStop,
         observer: Observer,
+        first_fold: bool = True,
     ) -> None:
         super().__init__(quiet=True)
         self.trial, self.record, self.metric = trial, record, metric
         self.deadline, self.stop, self.observer = deadline, stop, observer
+        self.first_fold = first_fold  # with tune.folds, only the first fold's epochs go to the pruner
 
     def summary(self, text: str) -> None:
         pass  # a trial's own summary lines: the tune's table says it
 
     def epoch_end(self, row: dict[str, Any]) -> None:
         score = float(row[self.metric])
-        self.record.scores.append(score)
-        self.record.epoch_seconds.append(float(row["seconds"]))
-        self.observer.epoch(self.record.number, row["epoch"], score)
+        if self.first_fold:
+            self.record.scores.append(score)
+            self.record.epoch_seconds.append(float(row["seconds"]))
+            self.observer.epoch(self.record.number, row["epoch"], score)
         if not (math.isfinite(row["train_loss"]) and math.isfinite(score)):
             self.stop.set(NOT_FINITE)
             return
-        self.trial.report(score, row["epoch"])
+        if self.first_fold:
+            self.trial.report(score, row["epoch"])
         if row["epoch"] >= self._epochs:  # the last epoch: let the run finish and be scored
             return
         if time.time() >= self.deadline:
             self.stop.set(OVER_BUDGET)
-        elif self.trial.should_prune():
+        elif self.first_fold and self.trial.should_prune():
             self.stop.set(PRUNED)
 
 
@@ -145,8 +151,11 @@ def run_trial(
     deadline: float,
     user_stop: StopFlag,
     observer: Observer,
+    folds: list[tuple[str, str]] | None = None,
 ) -> TrialRecord:
-    """Sample, train, and record one trial. Raises Interrupted (after recording) when the user stopped it."""
+    """Sample, train, and record one trial. Raises Interrupted (after recording) when the user stopped it.
+    With folds (tune.folds > 1): one training per fold, the first in the trial's folder (its model is the
+    one kept), the others in FOLDER/folds/K; the trial's score is the mean of the folds' scores."""
     from rnnclf.training.loop import train
 
     started = time.perf_counter()
@@ -159,10 +168,19 @@ def run_trial(
     interrupted: Interrupted | None = None
     try:
         config = applied(base, values)
-        reporter = TrialReporter(trial, record, metric, deadline, stop, observer)
         training = time.perf_counter()
         try:
-            metrics = train(config, folder, reporter, stop=stop)
+            if not folds:
+                reporter = TrialReporter(trial, record, metric, deadline, stop, observer)
+                metrics = train(config, folder, reporter, stop=stop)
+            for number, files in enumerate(folds or []):
+                reporter = TrialReporter(trial, record, metric, deadline, stop, observer, number == 0)
+                where = folder if number == 0 else folder / "folds" / str(number)
+                metrics = train(fold_config(config, files), where, reporter, stop=stop)
+                record.fold_values.append(_score(metrics, metric))
+                if number > 0:  # only the first fold's model may be kept
+                    (where / "last.pt").unlink(missing_ok=True)
+                    (where / "best.pt").unlink(missing_ok=True)
         finally:
             record.train_seconds = time.perf_counter() - training
     except Interrupted as stopped:
@@ -178,8 +196,9 @@ def run_trial(
     except Exception as err:  # a value the model refuses, out of memory, ...: this trial fails, not the study
         record.state, record.reason = "failed", f"{type(err).__name__}: {_one_line(err)}"
     else:
-        record.state, record.value = "complete", _score(metrics, metric)
-    if record.value is None and record.scores and record.state != "failed":
+        value = sum(record.fold_values) / len(record.fold_values) if folds else _score(metrics, metric)
+        record.state, record.value = "complete", value
+    if record.value is None and record.scores and record.state != "failed" and not folds:
         finite = [score for score in record.scores if math.isfinite(score)]
         if finite:  # the best epoch so far: shown, never chosen (only complete trials are)
             record.value = min(finite) if metric == "valid_loss" else max(finite)
