@@ -363,6 +363,10 @@ def test_sigterm_prints_the_resume_command_and_kill_9_loses_only_the_running_tri
 
 # --- several workers on one study
 
+# Trials long enough (6 epochs, ~1 s each here) that a worker starting a few seconds after the other
+# still finds trials to run.
+WORKERS_SPACE = {**SPACE, "model.embedding_dim": [8, 16], "train.epochs": {"choices": [6]}}
+
 
 def _check_every_trial_once(tune_dirs: list[Path], trials: list[dict[str, Any]], count: int) -> None:
     numbers = [trial["number"] for trial in trials]
@@ -374,12 +378,12 @@ def _check_every_trial_once(tune_dirs: list[Path], trials: list[dict[str, Any]],
 
 @pytest.mark.slow
 def test_two_workers_share_one_sqlite_study(tiny_config: Path) -> None:
-    configure(tiny_config, {**SPACE, "model.embedding_dim": [8, 16]}, trials=6, budget="10m")
+    configure(tiny_config, WORKERS_SPACE, trials=8, budget="10m")
     process = _tune_process(tiny_config, "--run-dir", "tuned", "--jobs", "2")
     _, err = process.communicate(timeout=400)
     assert process.returncode == 0, err
     trials = json.loads(Path("tuned/tune.json").read_text())["trials"]
-    _check_every_trial_once([Path("tuned")], trials, 6)
+    _check_every_trial_once([Path("tuned")], trials, 8)
     workers = {trial_worker for trial_worker in _workers(Path("tuned"))}
     assert len(workers) == 2  # both processes ran trials
 
@@ -436,7 +440,7 @@ def postgres() -> Any:
 
 @pytest.mark.slow
 def test_two_workers_on_two_machines_share_a_postgresql_study(tiny_config: Path, postgres: str) -> None:
-    configure(tiny_config, {**SPACE, "model.embedding_dim": [8, 16]}, trials=6, budget="10m")
+    configure(tiny_config, WORKERS_SPACE, trials=8, budget="10m")
     # Two separate commands, as on two machines: each its own folder, one study by name.
     processes = [
         _tune_process(tiny_config, "--run-dir", name, "--storage", postgres, "--study", "shared")
@@ -451,7 +455,7 @@ def test_two_workers_on_two_machines_share_a_postgresql_study(tiny_config: Path,
 
     study = optuna.load_study(study_name="shared", storage=storage_url(Path("."), postgres))
     trials = [{"number": t.number, "state": t.user_attrs.get("state")} for t in study.get_trials()]
-    _check_every_trial_once([Path("machine-a"), Path("machine-b")], trials, 6)
+    _check_every_trial_once([Path("machine-a"), Path("machine-b")], trials, 8)
     assert len({t.user_attrs["worker"] for t in study.get_trials()}) == 2
 
 
