@@ -32,6 +32,11 @@ QUESTIONS = [
     "Who wrote Hamlet ?",
     "How many miles is it from London to Paris ?",
 ]
+# A small space, so that a 3-minute tune holds a few complete trials even on a busy 2-core machine.
+TUNE_SPACE = (
+    "{train.lr: {low: 0.001, high: 0.01, log: true}, model.hidden_dim: [32, 64], "
+    "model.embedding_dim: [32, 64], train.epochs: [2, 4], text.max_length: [32, 64]}"
+)
 MARKER = re.compile(r"(<!-- sample: ([\w-]+) -->\n```[^\n]*\n)(.*?)(```)", re.DOTALL)
 
 
@@ -99,6 +104,23 @@ def onnx_example(scratch: Path) -> str:
     return done.stdout
 
 
+def tune_sample(scratch: Path) -> str:
+    """`rnnclf tune` (docs/tuning.md): init-config's defaults on configs/trec.yaml's data, a short budget;
+    its final lines (the per-trial lines before them vary with the machine's speed)."""
+    import yaml
+
+    from rnnclf.config import default_yaml
+
+    raw = yaml.safe_load(default_yaml())
+    trec = yaml.safe_load(CONFIG.read_text(encoding="utf-8"))["data"]
+    raw["data"].update({key: str((CONFIG.parent / trec[key]).resolve()) for key in ("train", "test")})
+    config = scratch / "trec-default.yaml"
+    config.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    output = rnnclf("tune", str(config), "--budget", "3m", "--quiet", "--run-dir", "runs/tune-trec",
+                    "--set", f"tune.space={TUNE_SPACE}", cwd=scratch)  # fmt: skip
+    return from_line(output, next(line for line in output.splitlines() if " trials (" in line))
+
+
 def replace_samples(samples: dict[str, str], scratch: Path) -> list[str]:
     """Rewrite each marked block in docs/*.md; returns the sample names found in no page."""
     used = set()
@@ -145,6 +167,7 @@ def main() -> None:
             for kind, suffix in (("onnx", "onnx"), ("torchscript", "pt"))
         )
         samples["onnxruntime-example"] = onnx_example(scratch)
+        samples["tune"] = tune_sample(scratch)
         unused = replace_samples(samples, scratch)
         IMAGES.mkdir(exist_ok=True)
         shutil.copy(run / "learning_curves.png", IMAGES / "learning_curves.png")

@@ -6,6 +6,7 @@ stays cheap and a torch-free path stays torch-free):
     load_config(path, overrides) -> Config      rnnclf.config
     train(config, run_dir) -> metrics           rnnclf.training
     pretrain(config, run_dir) -> metrics        rnnclf.pretraining
+    tune(config, tune_dir, budget) -> outcome   rnnclf.tuning (extra: tune)
     Predictor.from_checkpoint(path).predict()   rnnclf.inference
     get_tokenizer, build_vocab_from_iterator, Vocab   rnnclf.text (torchtext-conformant)
     RnnclfError                                 rnnclf.errors
@@ -36,6 +37,7 @@ __all__ = [
     "load_config",
     "pretrain",
     "train",
+    "tune",
 ]
 
 
@@ -49,6 +51,8 @@ def __getattr__(name: str) -> Any:
         from rnnclf.errors import RnnclfError as value
     elif name == "train":
         from rnnclf.training.loop import train as value
+    elif name == "tune":
+        from rnnclf.tuning.study import tune as value
     elif name == "pretrain":
         from rnnclf.pretraining.loop import pretrain as value
     elif name == "Predictor":

@@ -28,6 +28,7 @@ from rnnclf.schema import (
     Section,
     TextConfig,
     TrainConfig,
+    TuneConfig,
 )
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "Section",
     "TextConfig",
     "TrainConfig",
+    "TuneConfig",
     "default_yaml",
     "differences",
     "dump",

@@ -257,6 +257,55 @@ class OutputConfig(Section):
     )
 
 
+def parse_duration(value: str | int | float) -> float:
+    """'300', 300, '90s', '10m', '1.5h' -> seconds (> 0). A ValueError says what is allowed."""
+    text = str(value).strip().lower()
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        raise ValueError("expected a duration such as 300, 90s, 10m or 1h") from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError("a duration must be a positive number of seconds, minutes (m) or hours (h)")
+    return seconds
+
+
+class TuneConfig(Section):
+    budget: str | int | None = Field(
+        "10m",
+        description="rnnclf tune: wall time of the whole search (300, 10m, 1h), preparation included; "
+        "null: no limit (then set trials)",
+    )
+    trials: int | None = Field(None, ge=1, description="rnnclf tune: stop after this many trials; null: none")
+    metric: Literal["auto", "valid_loss", "valid_accuracy", "valid_macro_f1", "valid_micro_f1"] = Field(
+        "auto", description="rnnclf tune: the validation score chosen on; auto: train.monitor"
+    )
+    space: dict[str, Any] | None = Field(
+        None,
+        description="rnnclf tune: config keys to search, each [low, high], {low, high, log, step} or a "
+        "list of choices; null: the default space (docs/tuning.md)",
+    )
+    pruner: Literal["median", "hyperband", "none"] = Field(
+        "median", description="rnnclf tune: stop unpromising trials early on their epoch scores"
+    )
+    seed: int = Field(0, description="rnnclf tune: the sampler's seed (same seed, --jobs 1: same trials)")
+    folds: int = Field(
+        1,
+        ge=1,
+        le=20,
+        description="rnnclf tune: K > 1 scores each trial as the mean over K folds of the training file "
+        "(K times the cost; for small validation sets); 1: the validation split",
+    )
+
+    @field_validator("budget")
+    @classmethod
+    def _duration(cls, value: str | int | None) -> str | int | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+
 class Config(Section):
     data: DataConfig = Field(default_factory=DataConfig)
     text: TextConfig = Field(default_factory=TextConfig)
@@ -266,6 +315,7 @@ class Config(Section):
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (for YAML, JSON and checkpoints)."""
@@ -291,6 +341,7 @@ SECTIONS: dict[str, type[Section]] = {
     "pretrain": PretrainConfig,
     "train": TrainConfig,
     "output": OutputConfig,
+    "tune": TuneConfig,
 }
 _BAG = "retired in 0.2 with the hashed n-gram bag inside the network; for n-gram features use linear.ngrams"
 # Keys earlier versions accepted: a config naming one gets a line that says what replaced it.

@@ -3,7 +3,7 @@ function-level and TYPE_CHECKING imports included, read with the standard librar
 
 - cli may import everything; nothing else imports cli (but `python -m rnnclf`, rnnclf/__main__.py);
 - training, tuning and inference never import cli; training never imports inference's prediction
-  (predict, explain, export, backends, serve);
+  (predict, explain, export, backends, serve), nor does tuning (predict, explain, export);
 - models never import data, text or prepare (a model sees tensors of ids, never files or words);
 - text and data never import models, training, pretraining, tuning or inference;
 - only cli imports rich (the console output);
@@ -33,6 +33,9 @@ FORBIDDEN = [
     ("training", "rnnclf.inference.export", "training never imports prediction"),
     ("training", "rnnclf.inference.backends", "training never imports prediction"),
     ("training", "rnnclf.inference.serve", "training never imports prediction"),
+    ("tuning", "rnnclf.inference.predict", "tuning never imports prediction"),
+    ("tuning", "rnnclf.inference.explain", "tuning never imports prediction"),
+    ("tuning", "rnnclf.inference.export", "tuning never imports prediction"),
     ("models", "rnnclf.data", "models never import data"),
     ("models", "rnnclf.text", "models never import text"),
     ("models", "rnnclf.prepare", "models never import prepare"),

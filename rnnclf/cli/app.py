@@ -22,6 +22,7 @@ import typer
 
 from rnnclf.cli import render
 from rnnclf.cli import train as cli_train
+from rnnclf.cli import tune as cli_tune
 from rnnclf.errors import RnnclfError
 
 app = typer.Typer(
@@ -117,6 +118,40 @@ def pretrain(
     """
     with _user_errors():
         cli_train.run(config, set_ or [], run_dir, resume, quiet, command="pretrain", verbose=verbose)
+
+
+@app.command()
+def tune(
+    config: Annotated[Path, typer.Argument(help="YAML config file (its tune section: budget, space...).")],
+    budget: Annotated[
+        str | None, typer.Option(help="Wall time of the whole search: 300, 10m, 1h (default: tune.budget).")
+    ] = None,
+    trials: Annotated[int | None, typer.Option(help="Stop after this many trials.")] = None,
+    jobs: Annotated[int, typer.Option(help="Worker processes here, each with its share of the cores.")] = 1,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            help="Optuna storage URL (postgresql://...) shared by workers; default: SQLite in the folder."
+        ),
+    ] = None,
+    study: Annotated[str | None, typer.Option(help="Study name in --storage (workers join by name).")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a key: --set model.cell=gru (repeatable).")
+    ] = None,
+    run_dir: Annotated[
+        Path | None, typer.Option(help="The tune folder (default: runs/tune-NAME-DATE-TIME).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the tune in --run-dir with the budget left.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option(help="One line per trial instead of the live table.")] = False,
+) -> None:
+    """Search for the best recurrent model on the validation split within a time budget (Optuna).
+
+    Example: rnnclf tune configs/trec.yaml --budget 10m
+    """
+    with _user_errors():
+        cli_tune.run(config, set_ or [], run_dir, resume, quiet, budget, trials, jobs, storage, study)
 
 
 @app.command("eval")

@@ -442,3 +442,40 @@ def _style(score: float | None, strongest: float) -> str:
     if share <= -0.15:
         return "red"
     return ""
+
+
+def tune_summary(summary: dict[str, Any]) -> None:
+    """The end of `rnnclf tune`: the best trial (chosen on validation), the linear baseline beside it,
+    the best trial's test score (scored once), and where everything is."""
+    from rnnclf.inference.scoring import headline
+
+    name = MONITOR_NAMES.get(summary["metric"], summary["metric"])
+    best, states = summary["best"], summary["states"]
+    counts = ", ".join(f"{count} {state}" for state, count in states.items() if count)
+    stdout.print(f"{summary['trial_count']} trials ({counts}) in {summary['seconds']:.0f}s", markup=False)
+    stdout.print(f"best trial {best['number']}: valid {name} {best['valid']:.4f}", markup=False)
+    for key, value in best["values"].items():  # best.yaml holds the exact values
+        stdout.print(f"  {key}: {f'{value:.4g}' if isinstance(value, float) else value}", markup=False)
+    if summary.get("baseline_valid"):
+        label, value = headline(summary["baseline_valid"])
+        stdout.print(f"linear baseline: valid {label} {value:.4f} (fitted once, same split)", markup=False)
+    if summary.get("test"):
+        label, value = headline(summary["test"])
+        stdout.print(f"best trial on test (scored once): {label} {value:.4f}", markup=False)
+    stdout.print(
+        f"note: the best of {states.get('complete', 0)} validation scores reads optimistic; the test score "
+        "is the honest estimate",
+        markup=False,
+    )
+    stdout.print(f"best config: {summary['best_yaml']} (rnnclf train {summary['best_yaml']})", markup=False)
+    if best.get("here", True):
+        stdout.print(f"best run (runs/LATEST): {best['folder']}", markup=False)
+    else:
+        stdout.print(
+            f"best run: {best['folder']} on the worker that ran it ({best['worker']}); its test score is "
+            "scored there when its tune ends",
+            markup=False,
+        )
+    for path in summary.get("plots", []):
+        stdout.print(f"plot: {path}", markup=False)
+    stdout.print(f"{summary['tune_dir']}: {_size(summary['size_bytes'])}", markup=False)

@@ -9,6 +9,7 @@ can be read and '-' for the rest: listing never fails because of one bad folder.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -16,9 +17,11 @@ from typing import Any
 
 import yaml
 
-from rnnclf.runs import rundir
 from rnnclf.errors import RnnclfError
+from rnnclf.runs import rundir
 from rnnclf.schema import monitor_of
+
+TUNE_SUMMARY = "tune.json"  # what `rnnclf tune` leaves in its folder (rnnclf.tuning.outcome)
 
 
 def model_summary(config: dict[str, Any]) -> str:
@@ -133,6 +136,29 @@ def run_summary(folder: Path) -> dict[str, Any]:
     }
 
 
+def _is_tune(folder: Path) -> bool:
+    return (folder / TUNE_SUMMARY).is_file()
+
+
+def tune_summary(folder: Path) -> dict[str, Any]:
+    """One row of the runs table for an `rnnclf tune` folder: its best trial's run, named as such."""
+    try:
+        summary = json.loads((folder / TUNE_SUMMARY).read_text(encoding="utf-8"))
+        best = summary["best"]
+        row = run_summary(Path(best["folder"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return {**run_summary(folder), "status": "tune: no best trial yet"}
+    count = summary.get("trial_count", len(summary.get("trials", [])))
+    return {
+        **row,
+        "name": folder.name,
+        "path": str(folder),
+        "status": f"tune: {count} trials",
+        "model": f"best: trial {best['number']}, {row['model']}",
+        "best_valid": best.get("valid", row["best_valid"]),
+    }
+
+
 def list_runs(folder: str | Path = "runs") -> list[dict[str, Any]]:
     """Every run folder directly under `folder` (or `folder` itself when it is a run), oldest first."""
     folder = Path(folder)
@@ -144,10 +170,10 @@ def list_runs(folder: str | Path = "runs") -> list[dict[str, Any]]:
         candidates = [folder]
     else:
         try:
-            candidates = sorted(entry for entry in folder.iterdir() if rundir.is_run(entry))
+            candidates = sorted(entry for entry in folder.iterdir() if rundir.is_run(entry) or _is_tune(entry))
         except PermissionError:
             raise RnnclfError(f"{folder}: cannot read the folder (permission denied)") from None
-    rows = [run_summary(run) for run in candidates]
+    rows = [tune_summary(run) if _is_tune(run) else run_summary(run) for run in candidates]
     latest = rundir.latest_in(folder.parent if candidates == [folder] else folder)
     for row, run in zip(rows, candidates, strict=True):
         row["latest"] = latest is not None and run.resolve() == latest

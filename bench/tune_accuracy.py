@@ -1,0 +1,318 @@
+#!/usr/bin/env python3
+"""`rnnclf tune` against fastText autotune with the same budget and the same splits (issue 26's targets).
+
+Per corpus and tune seed: `rnnclf tune` from the default config (init-config) with only the data section
+set, --budget B, 2 threads; the test split is scored once per tune (the best trial only). Beside it,
+fastText autotune (`autotuneValidationFile` = the same validation split rnnclf holds out,
+`autotuneDuration` = the same budget, 2 threads), test scored once. Also the tune's own time: sampling,
+storage and bookkeeping between and around trials, plus loading the cached preprocessing in every trial
+after the first, as a share of the budget.
+
+Corpora (../shared/data): trec (train split 90/10 by train.seed, 10m), imdb5000 (the first 5,000
+training reviews, full IMDB test, 20m), goemotions (configs/goemotions.yaml's data section, 15m).
+
+    python bench/tune_accuracy.py --corpus all --seeds 3                     # the targets (hours)
+    python bench/tune_accuracy.py --corpus trec --budget 3m --seeds 1       # a quick check
+
+fastText runs in its own venv (fasttext-wheel needs numpy<2): /tmp/ftvenv with `pip install fasttext-wheel
+"numpy<2"`; --fasttext-python names its python ("" skips fastText). Medians over the seeds are printed,
+and every number is written to OUT/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import itertools
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+BUDGETS = {"trec": "10m", "imdb5000": "20m", "goemotions": "15m"}
+THREADS = {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+
+
+def seconds(duration: str) -> float:
+    sys.path.insert(0, str(ROOT))
+    from rnnclf.schema import parse_duration
+
+    return parse_duration(duration)
+
+
+def data_section(corpus: str, out: Path) -> dict[str, Any]:
+    if corpus == "trec":
+        return {"train": str(DATA / "trec/train.csv.gz"), "test": str(DATA / "trec/test.csv.gz")}
+    if corpus == "imdb5000":
+        subset = out / "imdb-train-5000.csv"
+        if not subset.exists():
+            with gzip.open(DATA / "imdb/train.csv.gz", "rt", encoding="utf-8", newline="") as source:
+                rows = csv.reader(source)
+                header = next(rows)
+                with subset.open("w", encoding="utf-8", newline="") as target:
+                    writer = csv.writer(target)
+                    writer.writerow(header)
+                    for _, row in zip(range(5000), rows, strict=False):
+                        writer.writerow(row)
+        return {"train": str(subset), "test": str(DATA / "imdb/test.csv.gz")}
+    if corpus == "goemotions":
+        import yaml
+
+        raw = yaml.safe_load((ROOT / "configs/goemotions.yaml").read_text(encoding="utf-8"))["data"]
+        for key in ("train", "valid", "test"):
+            raw[key] = str((ROOT / "configs" / raw[key]).resolve())
+        return raw
+    raise SystemExit(f"unknown corpus {corpus}")
+
+
+def write_config(corpus: str, out: Path) -> Path:
+    """init-config's defaults with the corpus's data section (and nothing else)."""
+    import yaml
+
+    from rnnclf.config import default_yaml
+
+    raw = yaml.safe_load(default_yaml())
+    raw["data"].update(data_section(corpus, out))
+    raw["train"]["device"] = "cpu"
+    path = out / f"{corpus}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def own_time(summary: dict[str, Any], cache_load: float) -> dict[str, float]:
+    """The tune's own seconds: around trials (sampling, storage, bookkeeping: each trial's time outside
+    train(), and the gaps between trials), and the cached preprocessing loaded by trials after the
+    first (measured once, times their number). Setup (the first preparation, the baseline) and the end
+    (test scoring, files, plots) are reported apart."""
+    trials = sorted(summary["trials"], key=lambda trial: trial["started_at"] or 0)
+    outside = sum(trial["seconds"] - trial["train_seconds"] for trial in trials)
+    gaps = sum(
+        max(0.0, later["started_at"] - (earlier["started_at"] + earlier["seconds"]))
+        for earlier, later in itertools.pairwise(trials)
+    )
+    setup = trials[0]["started_at"] - summary["started_at"] if trials else 0.0
+    end = summary["seconds"] - (summary["trials_ended_at"] - summary["started_at"])
+    return {
+        "around_trials": outside + gaps,
+        "cache_loads": cache_load * max(0, len(trials) - 1),
+        "setup": setup,
+        "end": end,
+    }
+
+
+def cache_load_seconds(config: Path) -> float:
+    """Loading the default text setting's cached preprocessing once (what a trial does at its start)."""
+    from rnnclf.config import load
+    from rnnclf.prepare import prepare
+    from rnnclf.tuning.study import trial_config
+
+    settings = trial_config(load(config))
+    prepare(settings)  # make sure it is cached
+    started = time.perf_counter()
+    prepare(settings)
+    return time.perf_counter() - started
+
+
+def run_tune(
+    config: Path, budget: str, seed: int, folder: Path, sets: list[str], jobs: int = 1
+) -> dict[str, Any] | None:
+    """One tune in its own process; None (after printing why) when it ends without a best trial."""
+    command = ["rnnclf", "tune", str(config), "--budget", budget, "--set", f"tune.seed={seed}", "--quiet",
+               "--run-dir", str(folder), "--jobs", str(jobs)]  # fmt: skip
+    command += [part for item in sets for part in ("--set", item)]
+    started = time.perf_counter()
+    environment = {**os.environ, **THREADS}
+    done = subprocess.run(command, capture_output=True, text=True, env=environment, cwd=folder.parent)
+    if done.returncode != 0:
+        print(f"{' '.join(command)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}", flush=True)
+        return None
+    summary = json.loads((folder / "tune.json").read_text(encoding="utf-8"))
+    summary["command_seconds"] = time.perf_counter() - started
+    return summary
+
+
+def headline(scores: dict[str, Any] | None) -> dict[str, float]:
+    if not scores:
+        return {}
+    if scores.get("multi_label"):
+        return {"micro_f1": scores["micro_f1"], "macro_f1": scores["macro_f1"]}
+    return {"accuracy": scores["accuracy"]}
+
+
+FASTTEXT = r"""
+import json, sys
+import fasttext, numpy as np
+train, valid, test, budget, seed, multi = sys.argv[1:7]
+budget, seed, multi = int(float(budget)), int(seed), multi == "1"
+options = dict(input=train, autotuneValidationFile=valid, autotuneDuration=budget, thread=2, seed=seed,
+               verbose=0)
+if multi:
+    options.update(loss="ova", autotuneMetric="f1")
+model = fasttext.train_supervised(**options)
+if not multi:
+    n, precision, _ = model.test(test)
+    print(json.dumps({"accuracy": precision, "n": n}))
+else:
+    gold, guess = [], []
+    for line in open(test, encoding="utf-8"):
+        words = line.split()
+        gold.append({w for w in words if w.startswith("__label__")})
+        text = " ".join(w for w in words if not w.startswith("__label__"))
+        labels, _ = model.predict(text, k=-1, threshold=0.5)
+        guess.append(set(labels))
+    names = sorted(set().union(*gold))
+    tp = {n: 0 for n in names}; fp = dict(tp); fn = dict(tp)
+    for g, p in zip(gold, guess):
+        for n in names:
+            tp[n] += n in g and n in p; fp[n] += n in p and n not in g; fn[n] += n in g and n not in p
+    f1 = lambda t, f, m: 2 * t / (2 * t + f + m) if t + f + m else 0.0
+    micro = f1(sum(tp.values()), sum(fp.values()), sum(fn.values()))
+    macro = sum(f1(tp[n], fp[n], fn[n]) for n in names) / len(names)
+    print(json.dumps({"micro_f1": micro, "macro_f1": macro}))
+"""
+
+
+def fasttext_files(config: Path, folder: Path) -> tuple[Path, Path, Path, bool]:
+    """train/valid/test in fastText's format, tokenized as rnnclf does, split exactly as rnnclf splits."""
+    from rnnclf.config import load
+    from rnnclf.data import read_configured
+    from rnnclf.data.split import stratified_split
+    from rnnclf.text.tokenizers import get_tokenizer
+
+    settings = load(config)
+    data, tokenize = settings.data, get_tokenizer(settings.text.tokenizer)
+
+    def labels_of(label: Any) -> list[str]:
+        if isinstance(label, list | tuple):
+            return list(label)
+        return [part for part in str(label).split(data.label_separator)] if data.multi_label else [str(label)]
+
+    def write(path: Path, texts: list[str], labels: list[Any]) -> Path:
+        with path.open("w", encoding="utf-8") as file:
+            for text, label in zip(texts, labels, strict=True):
+                tags = " ".join(f"__label__{name.replace(' ', '_')}" for name in labels_of(label))
+                file.write(f"{tags} {' '.join(tokenize(text)[: settings.text.max_length])}\n")
+        return path
+
+    train = read_configured(data.train, data)
+    if data.valid is None:
+        keep, held = stratified_split(train.labels, data.valid_fraction, settings.train.seed)
+        valid_texts, valid_labels = [train.texts[i] for i in held], [train.labels[i] for i in held]
+        train_texts, train_labels = [train.texts[i] for i in keep], [train.labels[i] for i in keep]
+    else:
+        valid = read_configured(data.valid, data)
+        valid_texts, valid_labels = valid.texts, valid.labels
+        train_texts, train_labels = train.texts, train.labels
+    test = read_configured(data.test, data)
+    return (
+        write(folder / "train.txt", train_texts, train_labels),
+        write(folder / "valid.txt", valid_texts, valid_labels),
+        write(folder / "test.txt", test.texts, test.labels),
+        data.multi_label,
+    )
+
+
+def run_fasttext(
+    python: str, files: tuple[Path, Path, Path, bool], budget: float, seed: int
+) -> dict[str, float]:
+    train, valid, test, multi = files
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as script:
+        script.write(FASTTEXT)
+    command = [
+        python,
+        script.name,
+        str(train),
+        str(valid),
+        str(test),
+        str(budget),
+        str(seed),
+        "1" if multi else "0",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **THREADS})
+    os.unlink(script.name)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def median(values: list[float]) -> str:
+    values = [value for value in values if value is not None]
+    if not values:
+        return "-"
+    return f"{statistics.median(values):.4f} ({min(values):.4f}-{max(values):.4f})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", default="all", choices=["all", *BUDGETS])
+    parser.add_argument("--budget", help="override every corpus's budget (e.g. 3m for a quick check)")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=1, help="rnnclf tune --jobs (2 cores: 1 or 2)")
+    parser.add_argument("--set", action="append", default=[], help="passed to rnnclf tune (repeatable)")
+    parser.add_argument("--fasttext-python", default="/tmp/ftvenv/bin/python")
+    parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "rnnclf-tune-bench")
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    args.out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {}
+    for corpus in BUDGETS if args.corpus == "all" else [args.corpus]:
+        budget = args.budget or BUDGETS[corpus]
+        config = write_config(corpus, args.out)
+        cache_load = None
+        runs = []
+        files = fasttext_files(config, args.out) if args.fasttext_python else None
+        for seed in range(args.seeds):
+            folder = args.out / f"{corpus}-{budget}-seed{seed}-{time.strftime('%H%M%S')}"
+            summary = run_tune(config, budget, seed, folder, args.set, args.jobs)
+            fasttext = run_fasttext(args.fasttext_python, files, seconds(budget), seed) if files else {}
+            if summary is None:
+                print(json.dumps({"seed": seed, "tune": "no best trial", "fasttext_autotune_test": fasttext}))
+                continue
+            cache_load = cache_load if cache_load is not None else cache_load_seconds(config)
+            own = own_time(summary, cache_load)
+            run = {
+                "seed": seed,
+                "budget_seconds": seconds(budget),
+                "command_seconds": summary["command_seconds"],
+                "trials": summary["trial_count"],
+                "states": summary["states"],
+                "best": summary["best"],
+                "valid": summary["best"]["valid"],
+                "baseline_valid": headline(summary.get("baseline_valid")),
+                "test": headline(summary.get("test")),
+                "own_seconds": own,
+                "own_share": (own["around_trials"] + own["cache_loads"]) / seconds(budget),
+                "fasttext_autotune_test": fasttext,
+            }
+            runs.append(run)
+            print(json.dumps(run), flush=True)
+        results[corpus] = runs
+        if not runs:
+            continue
+        keys = list(runs[0]["test"])
+        print(f"\n{corpus}, --budget {budget}, {len(runs)} tune seeds (medians, min-max):")
+        valid, trials = median([r["valid"] for r in runs]), median([r["trials"] for r in runs])
+        print(f"  rnnclf tune: valid {valid}, trials {trials}")
+        for key in keys:
+            print(f"  rnnclf tune test {key}: {median([r['test'][key] for r in runs])}")
+            print(
+                f"  fastText autotune test {key}: "
+                f"{median([r['fasttext_autotune_test'].get(key) for r in runs])}"
+            )
+        baseline = median([next(iter(r["baseline_valid"].values()), None) for r in runs])
+        print(f"  linear baseline valid: {baseline}")
+        print(f"  tune's own time / budget: {median([r['own_share'] for r in runs])}")
+    (args.out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+    print(f"\nall numbers: {args.out / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()

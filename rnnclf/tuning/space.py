@@ -1,0 +1,175 @@
+"""The search space of `rnnclf tune`: `tune.space` parsed and checked before any training, the default
+space, and which keys stay fixed because the user set them.
+
+A dimension is one config key ("section.key") and what it may take:
+    [low, high]                         two numbers: a range (ints for an integer key)
+    {low, high, log: true, step: S}     a range, sampled on a log scale and/or on a grid
+    [a, b, c] or {choices: [a, b]}      a list of choices (use the mapping for two numbers)
+Every value is checked against the config schema now, so a value the schema refuses is one line naming
+the key, before any training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rnnclf.config import SECTIONS, Config, validate
+from rnnclf.errors import RnnclfError
+
+# Chosen from what is known to matter for recurrent text classifiers (docs/tuning.md says why for
+# each), not tuned to the corpora in this repository. The recurrent cell and the add-ons stay as
+# configured unless the user's space names them.
+DEFAULT_SPACE: dict[str, Any] = {
+    "train.lr": {"low": 3e-4, "high": 1e-2, "log": True},
+    "model.hidden_dim": [64, 128, 256, 384],
+    "model.embedding_dim": [64, 128, 200, 300],
+    "model.num_layers": {"choices": [1, 2]},
+    "model.bidirectional": [True, False],
+    "model.dropout": [0.0, 0.6],
+    "model.embedding_dropout": [0.0, 0.5],
+    "model.pooling": ["last", "mean", "max", "attention"],
+    "train.batch_size": [16, 32, 64, 128],
+    "train.epochs": [3, 15],
+    "train.weight_decay": [0.0, 1e-6, 1e-5, 1e-4],
+    "text.min_freq": {"choices": [1, 2, 3, 5]},
+    "text.max_length": [64, 128, 256, 512],
+}
+# What a search may never change: where data and outputs are, the search itself, the device.
+NOT_SEARCHED = {"data", "output", "tune"}
+NOT_SEARCHED_KEYS = {("train", "device"), ("model", "pretrained_vectors"), ("model", "init_from")}
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One searched key: a range (low, high, log, step; integer or not) or a list of choices."""
+
+    key: str  # "section.key"
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    step: float | int | None = None
+    integer: bool = False
+    choices: tuple[Any, ...] | None = None
+
+    def shown(self) -> str:
+        if self.choices is not None:
+            return f"{self.key} in {list(self.choices)}"
+        extra = (" log" if self.log else "") + (f" step {self.step}" if self.step else "")
+        return f"{self.key} in [{self.low}, {self.high}]{extra}"
+
+
+def _check_value(key: str, value: Any, where: str) -> None:
+    section, name = key.split(".")
+    try:
+        validate({section: {name: value}}, where)
+    except RnnclfError as err:
+        raise RnnclfError(f"{err} (tune.space.{key})") from None
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _dimension(key: str, spec: Any, where: str) -> Dimension:
+    """One `tune.space` entry -> Dimension; RnnclfError names the key."""
+    name = f"{where}: tune.space.{key}"
+    parts = key.split(".") if isinstance(key, str) else []
+    if len(parts) != 2 or parts[0] not in SECTIONS or parts[1] not in SECTIONS[parts[0]].model_fields:
+        raise RnnclfError(f"{name}: unknown key; expected SECTION.KEY of the config, e.g. train.lr")
+    if parts[0] in NOT_SEARCHED or tuple(parts) in NOT_SEARCHED_KEYS:
+        raise RnnclfError(f"{name}: cannot be searched (data, output, tune and device stay as configured)")
+    if isinstance(spec, list) and len(spec) == 2 and all(_number(v) for v in spec):
+        spec = {"low": spec[0], "high": spec[1]}
+    elif isinstance(spec, list):
+        spec = {"choices": spec}
+    if not isinstance(spec, dict):
+        raise RnnclfError(f"{name}: expected [low, high], {{low, high, log, step}} or a list of choices")
+    unknown = set(spec) - {"low", "high", "log", "step", "choices"}
+    if unknown:
+        raise RnnclfError(
+            f"{name}: unknown field {sorted(unknown)[0]!r}; allowed: low, high, log, step, choices"
+        )
+    if "choices" in spec:
+        choices = spec["choices"]
+        if not isinstance(choices, list) or not choices:
+            raise RnnclfError(f"{name}: an empty choice list; give at least one value")
+        for value in choices:
+            _check_value(key, value, where)
+        return Dimension(key, choices=tuple(choices))
+    low, high, log, step = spec.get("low"), spec.get("high"), bool(spec.get("log", False)), spec.get("step")
+    if not (_number(low) and _number(high)):
+        raise RnnclfError(f"{name}: low and high must both be numbers")
+    if low > high:
+        raise RnnclfError(f"{name}: low {low} > high {high}")
+    if log and low <= 0:
+        raise RnnclfError(f"{name}: a log range needs low > 0 (got {low})")
+    if step is not None and (not _number(step) or step <= 0 or log):
+        raise RnnclfError(f"{name}: step must be a positive number, and not with log: true")
+    _check_value(key, low, where)
+    _check_value(key, high, where)
+    # An integer key refuses a fraction: then the range is sampled in integers.
+    integer = isinstance(low, int) and isinstance(high, int) and _refuses_fraction(key)
+    if not integer:
+        low, high = float(low), float(high)
+    return Dimension(key, low, high, log, step, integer)
+
+
+def _refuses_fraction(key: str) -> bool:
+    section, name = key.split(".")
+    try:
+        validate({section: {name: 1.5}})
+    except RnnclfError:
+        return True
+    return False
+
+
+def user_set(config: Config) -> set[str]:
+    """The searchable keys whose value differs from the schema's default (what the user chose). A
+    config printed by init-config sets every key to its default: none of them counts as chosen."""
+    default, given = Config().to_dict(), config.to_dict()
+    return {
+        f"{section}.{key}"
+        for section, keys in given.items()
+        if section not in NOT_SEARCHED
+        for key, value in keys.items()
+        if value != default[section][key]
+    }
+
+
+def search_space(config: Config, where: str = "config") -> tuple[list[Dimension], list[str]]:
+    """(the dimensions searched, the default-space keys kept fixed because the user set them).
+    With tune.space: exactly those keys; without: the default space less the keys the user set."""
+    if config.tune.space is not None:
+        if not config.tune.space:
+            raise RnnclfError(f"{where}: tune.space is empty; name at least one key, or null for the default")
+        return [_dimension(key, spec, where) for key, spec in config.tune.space.items()], []
+    chosen = user_set(config)
+    dimensions = [
+        _dimension(k, spec, "default space") for k, spec in DEFAULT_SPACE.items() if k not in chosen
+    ]
+    return dimensions, sorted(chosen & set(DEFAULT_SPACE))
+
+
+def suggest(trial: Any, dimensions: list[Dimension]) -> dict[str, Any]:
+    """One value per dimension from an Optuna trial (its sampler decides)."""
+    values: dict[str, Any] = {}
+    for dim in dimensions:
+        if dim.choices is not None:
+            values[dim.key] = trial.suggest_categorical(dim.key, list(dim.choices))
+        elif dim.integer:
+            values[dim.key] = trial.suggest_int(
+                dim.key, int(dim.low), int(dim.high), step=int(dim.step or 1), log=dim.log
+            )
+        else:
+            values[dim.key] = trial.suggest_float(dim.key, dim.low, dim.high, step=dim.step, log=dim.log)
+    return values
+
+
+def applied(config: Config, values: dict[str, Any]) -> Config:
+    """A copy of `config` with the searched values set (each checked by the schema again)."""
+    raw = config.to_dict()
+    for key, value in values.items():
+        section, name = key.split(".")
+        raw[section][name] = value
+    return validate(raw, "trial")

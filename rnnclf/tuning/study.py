@@ -1,0 +1,390 @@
+"""The search itself: an Optuna study (seeded TPE sampler, a pruner on each epoch's validation score)
+in Optuna storage, worked by one or more processes until the budget or the trial count is spent.
+
+    tune(config, tune_dir, ...) -> outcome     the library function behind `rnnclf tune`
+
+Storage is a SQLite file in TUNE_DIR unless `storage` names another database (PostgreSQL for workers on
+several machines, joined by study name). `jobs` worker processes run here, each with its share of the
+cores. The budget is wall time from the call, preparation included; a trial running when it ends stops
+at its next epoch boundary. The time spent is kept in the study, so --resume continues with what is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from rnnclf.config import Config, dump, validate
+from rnnclf.errors import MissingExtra, RnnclfError
+from rnnclf.files import atomic_write
+from rnnclf.runs import rundir
+from rnnclf.runtime import cpu_count, prepare_cpu
+from rnnclf.schema import parse_duration
+from rnnclf.training.stopping import Interrupted, StopFlag
+from rnnclf.tuning.folds import write_folds
+from rnnclf.tuning.space import Dimension, search_space
+from rnnclf.tuning.trial import Observer, run_trial
+
+STUDY_DB = "study.db"
+TUNE_CONFIG = "config.yaml"
+SPENT = "spent_seconds"  # a study user attribute: the budget used by earlier (interrupted) commands
+
+
+def require_optuna() -> Any:
+    try:
+        import optuna
+    except ImportError:
+        raise MissingExtra("rnnclf tune", "optuna", "tune") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def budget_seconds(config: Config, flag: str | None) -> float | None:
+    """--budget (else tune.budget) in seconds; None: no time limit."""
+    if flag is None:
+        return parse_duration(config.tune.budget) if config.tune.budget is not None else None
+    try:
+        return parse_duration(flag)
+    except ValueError as err:
+        raise RnnclfError(f"--budget {flag}: {err}") from None
+
+
+def trial_config(config: Config) -> Config:
+    """What every trial trains from: no test split (the test is scored once, on the best trial only),
+    no baseline (fitted once per tune), no run folder of its own, the tune's metric monitored."""
+    raw = config.to_dict()
+    raw["data"]["test"] = None
+    raw["train"]["baseline"] = False
+    raw["output"].update(run_dir=None, plots=False, tensorboard=False)
+    if config.tune.metric != "auto":
+        raw["train"]["monitor"] = config.tune.metric
+    return validate(raw, "tune")
+
+
+def _pruner(optuna: Any, name: str, epochs: int) -> Any:
+    if name == "median":
+        # Four trials run whole before any is pruned, and no trial is judged on its first epoch alone
+        # (steps are epochs, counted from 1: pruning starts at the second).
+        return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=2)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 2))
+    return optuna.pruners.NopPruner()
+
+
+def storage_url(tune_dir: Path, storage: str | None) -> str:
+    """--storage as SQLAlchemy needs it (default: SQLite in TUNE_DIR). A bare postgresql:// URL means
+    psycopg 3 to SQLAlchemy 2.1; with only psycopg2 installed, it is said explicitly."""
+    if storage is None:
+        return f"sqlite:///{(tune_dir / STUDY_DB).resolve()}"
+    bare = storage.startswith(("postgresql://", "postgres://"))
+    if bare and not _importable("psycopg") and _importable("psycopg2"):
+        return "postgresql+psycopg2://" + storage.split("://", 1)[1]
+    return storage
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def _storage(optuna: Any, tune_dir: Path, storage: str | None, attempts: int = 5) -> Any:
+    """Optuna's RDB storage. Workers starting together on a fresh database race to create its tables;
+    the loser's error goes away on a second try."""
+    for attempt in range(attempts):
+        try:
+            # SQLite: several local workers write to one file; waiting for its lock beats failing.
+            return optuna.storages.RDBStorage(
+                storage_url(tune_dir, storage),
+                engine_kwargs={"connect_args": {"timeout": 60}} if storage is None else {},
+            )
+        except ImportError as err:
+            raise RnnclfError(
+                f"--storage {storage}: its database driver is missing ({err}); for postgresql URLs: "
+                "pip install psycopg2-binary"
+            ) from None
+        except Exception as err:
+            if attempt == attempts - 1:
+                raise RnnclfError(
+                    f"--storage {storage or 'sqlite'}: cannot open ({' '.join(str(err).split())[:200]})"
+                ) from None
+            time.sleep(1.0 + attempt)
+    raise AssertionError("unreachable")
+
+
+def open_study(config: Config, tune_dir: Path, storage: str | None, name: str, worker: int) -> Any:
+    """The study in its storage (created by the first worker, joined by the others)."""
+    optuna = require_optuna()
+    direction = "minimize" if config.monitored() == "valid_loss" else "maximize"
+    backend = _storage(optuna, tune_dir, storage)
+    epochs = max(config.train.epochs, *_epoch_choices(config))
+    return optuna.create_study(
+        storage=backend,
+        study_name=name,
+        direction=direction,
+        sampler=optuna.samplers.TPESampler(seed=config.tune.seed + worker),
+        pruner=_pruner(optuna, config.tune.pruner, epochs),
+        load_if_exists=True,
+    )
+
+
+def _epoch_choices(config: Config) -> list[int]:
+    dims, _ = search_space(config)
+    for dim in dims:
+        if dim.key == "train.epochs":
+            return [int(v) for v in (dim.choices or (dim.low, dim.high))]
+    return [config.train.epochs]
+
+
+def _finished(study: Any) -> int:
+    return len(study.get_trials(deepcopy=False))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_lost_trials(study: Any) -> int:
+    """Trials left RUNNING by a process of this machine that is gone (kill -9): marked failed, so a
+    resumed study neither waits for them nor counts them as running."""
+    optuna = require_optuna()
+    lost = 0
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        host, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
+        if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+            study._storage.set_trial_user_attr(trial._trial_id, "state", "failed")
+            study._storage.set_trial_user_attr(trial._trial_id, "reason", "lost: its process was killed")
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            lost += 1
+    return lost
+
+
+def work(
+    config: Config,
+    dimensions: list[Dimension],
+    tune_dir: Path,
+    storage: str | None,
+    name: str,
+    deadline: float,
+    worker: int,
+    stop: StopFlag,
+    observer: Observer,
+) -> None:
+    """One worker: ask the study for a trial, run it, tell the result; until the deadline, the trial
+    count, or a stop signal."""
+    optuna = require_optuna()
+    state = optuna.trial.TrialState
+    study = open_study(config, tune_dir, storage, name, worker)
+    metric = config.monitored()
+    base = trial_config(config)
+    folds = write_folds(config, tune_dir) if config.tune.folds > 1 else None
+    # The first trial of a study always starts: a budget spent before it (preparation) then ends at its
+    # first epoch boundary, which says how long an epoch takes.
+    while stop.signal is None and (time.time() < deadline or (worker == 0 and _finished(study) == 0)):
+        if config.tune.trials is not None and _finished(study) >= config.tune.trials:
+            break
+        trial = study.ask()
+        try:
+            record = run_trial(base, trial, dimensions, tune_dir, metric, deadline, stop, observer, folds)
+        except Interrupted:
+            study.tell(trial, state=state.PRUNED)  # kept as incomplete; never chosen
+            raise
+        if record.state == "complete":
+            study.tell(trial, record.value)
+            _keep_best_only(study, record.number)
+        elif record.state == "failed":
+            study.tell(trial, state=state.FAIL)
+        else:
+            study.tell(trial, state=state.PRUNED)
+        observer.trial_ended(record)
+
+
+def _keep_best_only(study: Any, number: int) -> None:
+    """Only the best complete trial so far keeps its best.pt: the tune folder stays bounded."""
+    optuna = require_optuna()
+    best = study.best_trial.number
+    # Finished trials only: a trial another worker is running still writes and reads its best.pt.
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        folder = trial.user_attrs.get("folder")
+        if folder and trial.number != best and trial.number <= number:
+            (Path(folder) / "best.pt").unlink(missing_ok=True)
+
+
+class HelperObserver(Observer):
+    """A --jobs helper process says one line per trial it ran (the main process shows the table)."""
+
+    def message(self, text: str) -> None:
+        if text.startswith("trial "):
+            super().message(text)
+
+
+def _worker_process(
+    raw: dict[str, Any],
+    dims: list[Dimension],
+    tune_dir: str,
+    storage: str | None,
+    name: str,
+    deadline: float,
+    worker: int,
+    threads: int,
+    ready: Any,
+) -> None:
+    """A worker started by --jobs (its own process, its share of the cores); SIGINT/SIGTERM stop its
+    running trial at the next step."""
+    import torch
+
+    prepare_cpu()
+    torch.set_num_threads(threads)
+    stop = StopFlag()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda sig, frame: stop.set(sig))
+    config = validate(raw, "tune")
+    open_study(config, Path(tune_dir), storage, name, worker)
+    ready.set()
+    with contextlib.suppress(Interrupted):  # its trial is recorded; the main process prints the hint
+        work(config, dims, Path(tune_dir), storage, name, deadline, worker, stop, HelperObserver())
+
+
+def tune(
+    config: Config,
+    tune_dir: str | Path,
+    budget: str | None = None,
+    trials: int | None = None,
+    jobs: int = 1,
+    storage: str | None = None,
+    study_name: str | None = None,
+    resume: bool = False,
+    observer: Observer | None = None,
+    stop: StopFlag | None = None,
+) -> dict[str, Any]:
+    """Search per config.tune (budget and trials overridden by the arguments); returns the outcome
+    (rnnclf.tuning.outcome.summarize). Raises Interrupted after saving the study when `stop` is set
+    by a signal."""
+    import torch
+
+    from rnnclf.fetch import resolve_names
+    from rnnclf.tuning import outcome
+
+    started = time.time()
+    prepare_cpu()
+    optuna = require_optuna()
+    observer = observer or Observer()
+    stop = stop if stop is not None else StopFlag()
+    if trials is not None:
+        config.tune.trials = trials
+    seconds = budget_seconds(config, budget)
+    if seconds is None and config.tune.trials is None:
+        raise RnnclfError("tune: no budget and no trial count; set --budget or --trials (tune.budget)")
+    if jobs < 1:
+        raise RnnclfError(f"--jobs {jobs}: must be at least 1")
+    dimensions, kept = search_space(config)  # a bad space fails here, before any training
+    tune_dir = Path(tune_dir)
+    if resume and not (tune_dir / TUNE_CONFIG).exists():
+        raise RnnclfError(f"--resume: {tune_dir} holds no tune to continue ({TUNE_CONFIG} is missing)")
+    if not resume and storage is None and (tune_dir / STUDY_DB).exists():
+        raise RnnclfError(f"{tune_dir}: already holds a tune; continue it with --resume or choose --run-dir")
+    resolve_names(config)
+    name = study_name or tune_dir.name
+    tune_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(tune_dir / TUNE_CONFIG, dump(config))
+    study = open_study(config, tune_dir, storage, name, 0)
+    if resume:
+        lost = fail_lost_trials(study)
+        if lost:
+            observer.message(f"{lost} trial(s) left running by a killed process: recorded as failed")
+    spent = float(study.user_attrs.get(SPENT, 0.0))
+    deadline = started + seconds - spent if seconds is not None else float("inf")
+    if seconds is not None and spent >= seconds:
+        raise RnnclfError(
+            f"tune: the budget ({seconds:.0f}s) is spent already ({spent:.0f}s used); raise it with --budget"
+        )
+    observer.message(
+        "searching: "
+        + "; ".join(dim.shown() for dim in dimensions)
+        + (f"\nkept as configured: {', '.join(kept)}" if kept else "")
+    )
+    latest = rundir.LATEST.read_text(encoding="utf-8") if rundir.LATEST.is_file() else None
+    baseline = outcome.fit_baseline(config, observer)
+    threads = max(1, min(torch.get_num_threads(), cpu_count()) // jobs)
+    torch.set_num_threads(threads)
+    helpers = _start_workers(config, dimensions, tune_dir, storage, name, deadline, jobs, threads)
+    interrupted: Interrupted | None = None
+    try:
+        work(config, dimensions, tune_dir, storage, name, deadline, 0, stop, observer)
+    except Interrupted as err:
+        interrupted = err
+    finally:
+        for helper in helpers:
+            if stop.signal is not None and helper.is_alive() and helper.pid is not None:
+                os.kill(helper.pid, signal.SIGTERM)
+        for helper in helpers:
+            helper.join()
+        study.set_user_attr(SPENT, spent + time.time() - started)
+        observer.close()
+    try:
+        if interrupted is not None or stop.signal is not None:
+            outcome.write_records(study, tune_dir)
+            raise interrupted or Interrupted(stop.signal or signal.SIGINT, tune_dir)
+        return outcome.summarize(study, config, tune_dir, baseline, seconds, started, optuna)
+    except (Interrupted, RnnclfError):
+        _put_back(latest)  # each trial's run was runs/LATEST for a while; no best trial: as it was
+        raise
+
+
+def _put_back(latest: str | None) -> None:
+    if latest is not None:
+        atomic_write(rundir.LATEST, latest)
+    else:
+        rundir.LATEST.unlink(missing_ok=True)
+
+
+def _start_workers(
+    config: Config,
+    dims: list[Dimension],
+    tune_dir: Path,
+    storage: str | None,
+    name: str,
+    deadline: float,
+    jobs: int,
+    threads: int,
+) -> list[Any]:
+    """jobs - 1 more worker processes (spawned: a fork would copy torch's thread pools)."""
+    context = multiprocessing.get_context("spawn")
+    helpers, ready = [], []
+    for worker in range(1, jobs):
+        event = context.Event()
+        ready.append(event)
+        helper = context.Process(
+            target=_worker_process,
+            args=(config.to_dict(), dims, str(tune_dir), storage, name, deadline, worker, threads, event),
+            daemon=False,
+        )
+        helper.start()
+        helpers.append(helper)
+    # Every worker starts its first trial together: a helper still importing torch would find small
+    # studies finished by the main process alone.
+    for event, helper in zip(ready, helpers, strict=True):
+        while helper.is_alive() and not event.wait(timeout=1.0):
+            pass
+    return helpers
+
+
+def read_summary(tune_dir: Path) -> dict[str, Any] | None:
+    """tune.json of a finished tune, or None."""
+    try:
+        return json.loads((tune_dir / "tune.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None

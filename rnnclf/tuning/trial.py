@@ -1,0 +1,214 @@
+"""One trial of `rnnclf tune`: the sampled values applied to the config, then one ordinary training run
+(rnnclf.training.loop.train, the same code path as `rnnclf train`; no second loop).
+
+The loop is driven only through what it already takes: a Reporter whose epoch_end reports the epoch's
+validation score to Optuna, and a stop flag. When the trial should stop (pruned, the budget spent, a
+loss that is not finite), epoch_end sets the flag with a pseudo signal number below zero; the loop then
+stops at that epoch boundary, after saving the epoch, exactly as it does on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rnnclf.config import Config
+from rnnclf.reporter import Reporter
+from rnnclf.training.stopping import Interrupted, StopFlag
+from rnnclf.tuning.folds import fold_config
+from rnnclf.tuning.space import Dimension, applied, suggest
+
+# Pseudo signal numbers: why a trial was stopped at an epoch boundary (real signals are > 0).
+PRUNED, OVER_BUDGET, NOT_FINITE = -1, -2, -3
+STATES = ("complete", "pruned", "failed", "incomplete")
+
+
+@dataclass
+class TrialRecord:
+    """What one trial did, as trials.csv and tune.json show it."""
+
+    number: int
+    values: dict[str, Any]
+    state: str = "running"  # complete, pruned, failed, incomplete
+    value: float | None = None  # the best epoch's validation score (complete trials: best.pt's)
+    scores: list[float] = field(default_factory=list)  # validation score per epoch
+    epoch_seconds: list[float] = field(default_factory=list)
+    fold_values: list[float] = field(default_factory=list)  # tune.folds > 1: each fold's score
+    reason: str = ""
+    seconds: float = 0.0  # the whole trial: sampling, training, bookkeeping
+    train_seconds: float = 0.0  # inside rnnclf.training.loop.train (data loading included)
+    started_at: float = 0.0  # time.time() when it began (for the tune's own overhead)
+    folder: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class TrialStop(StopFlag):
+    """The loop's stop flag for one trial: the user's signal (Ctrl-C, SIGTERM: shared by all trials)
+    or this trial's own reason (PRUNED, OVER_BUDGET, NOT_FINITE)."""
+
+    def __init__(self, user: StopFlag) -> None:
+        self.user = user
+        self.own: int | None = None
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def signal(self) -> int | None:
+        return self.user.signal if self.user.signal is not None else self.own
+
+    @signal.setter
+    def signal(self, number: int | None) -> None:
+        self.own = number
+
+
+class Observer:
+    """How a tune talks to the user while it works (plain lines; the CLI has a live table)."""
+
+    def message(self, text: str) -> None:
+        print(text, flush=True)
+
+    def trial_started(self, number: int, values: dict[str, Any]) -> None:
+        pass
+
+    def epoch(self, number: int, epoch: int, score: float) -> None:
+        pass
+
+    def trial_ended(self, record: TrialRecord) -> None:
+        score = f"{record.value:.4f}" if record.value is not None else "-"
+        reason = f" ({record.reason})" if record.reason else ""
+        self.message(
+            f"trial {record.number}: {record.state}{reason}, score {score}, {len(record.scores)} epochs, "
+            f"{record.seconds:.0f}s"
+        )
+
+    def close(self) -> None:
+        pass
+
+
+class TrialReporter(Reporter):
+    """Training's reporter inside a trial: each epoch's score goes to Optuna (for pruning) and to the
+    observer; it raises the stop flag when the trial should end at this epoch boundary."""
+
+    def __init__(
+        self,
+        trial: Any,
+        record: TrialRecord,
+        metric: str,
+        deadline: float,
+        stop: TrialStop,
+        observer: Observer,
+        first_fold: bool = True,
+    ) -> None:
+        super().__init__(quiet=True)
+        self.trial, self.record, self.metric = trial, record, metric
+        self.deadline, self.stop, self.observer = deadline, stop, observer
+        self.first_fold = first_fold  # with tune.folds, only the first fold's epochs go to the pruner
+
+    def summary(self, text: str) -> None:
+        pass  # a trial's own summary lines: the tune's table says it
+
+    def epoch_end(self, row: dict[str, Any]) -> None:
+        score = float(row[self.metric])
+        if self.first_fold:
+            self.record.scores.append(score)
+            self.record.epoch_seconds.append(float(row["seconds"]))
+            self.observer.epoch(self.record.number, row["epoch"], score)
+        if not (math.isfinite(row["train_loss"]) and math.isfinite(score)):
+            self.stop.set(NOT_FINITE)
+            return
+        if self.first_fold:
+            self.trial.report(score, row["epoch"])
+        if row["epoch"] >= self._epochs:  # the last epoch: let the run finish and be scored
+            return
+        if time.time() >= self.deadline:
+            self.stop.set(OVER_BUDGET)
+        elif self.first_fold and self.trial.should_prune():
+            self.stop.set(PRUNED)
+
+
+def _score(metrics: dict[str, Any], metric: str) -> float:
+    """metrics.json's validation score of best.pt for a monitor name (valid_accuracy -> valid.accuracy)."""
+    return float(metrics["valid"][metric.removeprefix("valid_")])
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def run_trial(
+    base: Config,
+    trial: Any,
+    dimensions: list[Dimension],
+    tune_dir: Path,
+    metric: str,
+    deadline: float,
+    user_stop: StopFlag,
+    observer: Observer,
+    folds: list[tuple[str, str]] | None = None,
+) -> TrialRecord:
+    """Sample, train, and record one trial. Raises Interrupted (after recording) when the user stopped it.
+    With folds (tune.folds > 1): one training per fold, the first in the trial's folder (its model is the
+    one kept), the others in FOLDER/folds/K; the trial's score is the mean of the folds' scores."""
+    from rnnclf.training.loop import train
+
+    started = time.perf_counter()
+    values = suggest(trial, dimensions)
+    folder = tune_dir / "trials" / f"{trial.number:04d}"
+    record = TrialRecord(trial.number, values, folder=str(folder), started_at=time.time())
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    observer.trial_started(trial.number, values)
+    stop = TrialStop(user_stop)
+    interrupted: Interrupted | None = None
+    try:
+        config = applied(base, values)
+        training = time.perf_counter()
+        try:
+            if not folds:
+                reporter = TrialReporter(trial, record, metric, deadline, stop, observer)
+                metrics = train(config, folder, reporter, stop=stop)
+            for number, files in enumerate(folds or []):
+                reporter = TrialReporter(trial, record, metric, deadline, stop, observer, number == 0)
+                where = folder if number == 0 else folder / "folds" / str(number)
+                metrics = train(fold_config(config, files), where, reporter, stop=stop)
+                record.fold_values.append(_score(metrics, metric))
+                if number > 0:  # only the first fold's model may be kept
+                    (where / "last.pt").unlink(missing_ok=True)
+                    (where / "best.pt").unlink(missing_ok=True)
+        finally:
+            record.train_seconds = time.perf_counter() - training
+    except Interrupted as stopped:
+        if stopped.signal == PRUNED:
+            record.state = "pruned"
+        elif stopped.signal == NOT_FINITE:
+            record.state, record.reason = "failed", "the loss or score is not finite (NaN or inf)"
+        elif stopped.signal == OVER_BUDGET:
+            record.state, record.reason = "incomplete", "the budget ran out"
+        else:
+            record.state, record.reason = "incomplete", f"interrupted by signal {stopped.signal}"
+            interrupted = stopped
+    except Exception as err:  # a value the model refuses, out of memory, ...: this trial fails, not the study
+        record.state, record.reason = "failed", f"{type(err).__name__}: {_one_line(err)}"
+    else:
+        value = sum(record.fold_values) / len(record.fold_values) if folds else _score(metrics, metric)
+        record.state, record.value = "complete", value
+    if record.value is None and record.scores and record.state != "failed" and not folds:
+        finite = [score for score in record.scores if math.isfinite(score)]
+        if finite:  # the best epoch so far: shown, never chosen (only complete trials are)
+            record.value = min(finite) if metric == "valid_loss" else max(finite)
+    record.seconds = time.perf_counter() - started
+    (folder / "last.pt").unlink(missing_ok=True)  # a trial is never resumed: only best.pt may stay
+    if record.state != "complete":
+        (folder / "best.pt").unlink(missing_ok=True)
+    for key, value in record.to_dict().items():
+        if key not in ("number", "values"):
+            trial.set_user_attr(key, value)
+    if interrupted is not None:
+        raise interrupted
+    return record

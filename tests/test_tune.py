@@ -1,0 +1,527 @@
+"""`rnnclf tune` on tiny data with tiny spaces and budgets: the space is checked before any training,
+trials are ordinary training runs, failures and interruptions are recorded, the outputs reproduce the
+best trial, and several workers (processes, SQLite, PostgreSQL) share one study without losing or
+repeating a trial."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from test_cli import cli, ok, user_error
+
+from rnnclf.config import load
+from rnnclf.errors import RnnclfError
+from rnnclf.training.stopping import Interrupted, StopFlag
+from rnnclf.tuning import space as space_module
+from rnnclf.tuning.trial import Observer, TrialRecord
+
+pytest.importorskip("optuna")
+
+# Two epochs, two small dimensions: each trial takes a second or two.
+SPACE = {"train.lr": {"low": 0.01, "high": 0.05, "log": True}, "model.hidden_dim": [8, 16]}
+
+
+def configure(config: Path, space: dict[str, Any] | None = SPACE, **tune: Any) -> Path:
+    raw = yaml.safe_load(config.read_text(encoding="utf-8"))
+    raw["train"]["epochs"] = 2
+    raw["tune"] = {"space": space, **tune}
+    config.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return config
+
+
+class Collected(Observer):
+    def __init__(self) -> None:
+        self.records: list[TrialRecord] = []
+        self.lines: list[str] = []
+
+    def message(self, text: str) -> None:
+        self.lines.append(text)
+
+    def trial_ended(self, record: TrialRecord) -> None:
+        self.records.append(record)
+
+
+def run_tune(config: Path, folder: Path, **options: Any) -> tuple[dict[str, Any], Collected]:
+    from rnnclf.tuning.study import tune
+
+    observer = Collected()
+    summary = tune(load(config), folder, observer=observer, **options)
+    return summary, observer
+
+
+# --- the space, checked before any training
+
+
+@pytest.mark.parametrize(
+    ("space", "fragments"),
+    [
+        ({"model.hiden_dim": [8, 16]}, ["tune.space.model.hiden_dim", "unknown key"]),
+        ({"train.lr": [0.5, 0.1]}, ["tune.space.train.lr", "low 0.5 > high 0.1"]),
+        ({"model.dropout": [0.1, 1.5]}, ["model.dropout", "tune.space.model.dropout"]),
+        ({"model.pooling": []}, ["tune.space.model.pooling", "empty choice list"]),
+        ({"model.pooling": ["max", "median"]}, ["model.pooling", "median"]),
+        ({"data.train": ["a.csv", "b.csv"]}, ["tune.space.data.train", "cannot be searched"]),
+        ({"train.lr": {"low": 0.0, "high": 1.0, "log": True}}, ["tune.space.train.lr", "log range"]),
+    ],
+)
+def test_a_bad_space_is_one_line_naming_the_key_before_any_training(
+    tiny_config: Path, space: dict[str, Any], fragments: list[str]
+) -> None:
+    configure(tiny_config, space)
+    user_error(cli("tune", tiny_config, "--trials", "1", "--run-dir", "tuned"), *fragments)
+    assert not Path("tuned").exists()  # nothing half-written
+
+
+def test_a_bad_budget_and_a_missing_optuna_are_one_line(
+    tiny_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configure(tiny_config)
+    user_error(cli("tune", tiny_config, "--budget", "ten minutes"), "--budget ten minutes", "10m")
+    user_error(cli("tune", tiny_config, "--set", "tune.budget=-5"), "tune.budget")
+    monkeypatch.setitem(sys.modules, "optuna", None)
+    user_error(cli("tune", tiny_config, "--trials", "1"), "optuna", "rnnclf[tune]")
+
+
+def test_the_default_space_keeps_the_keys_the_user_set(tiny_config: Path) -> None:
+    config = load(configure(tiny_config, None))  # tiny.yaml sets lr, batch size, hidden and embedding size
+    dimensions, kept = space_module.search_space(config)
+    searched = {dim.key for dim in dimensions}
+    assert {"train.lr", "train.batch_size", "model.hidden_dim", "model.embedding_dim"} <= set(kept)
+    assert not searched & set(kept)
+    assert {"model.num_layers", "model.dropout", "text.max_length", "train.weight_decay"} <= searched
+    assert "model.cell" not in searched and "ensemble.members" not in searched  # unless the space names them
+    # A config with every key at its default (what init-config prints) searches the whole default space.
+    everything, none_kept = space_module.search_space(load(_default_config(tiny_config)))
+    assert {dim.key for dim in everything} == set(space_module.DEFAULT_SPACE) and none_kept == []
+
+
+def _default_config(tiny_config: Path) -> Path:
+    from rnnclf.config import default_yaml
+
+    raw = yaml.safe_load(default_yaml())
+    raw["data"]["train"] = str(tiny_config.parent / "train.csv")
+    path = tiny_config.parent / "default.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return path
+
+
+def test_ranges_and_choices_parse_by_the_schema_type(tiny_config: Path) -> None:
+    space = {
+        "model.num_layers": [1, 3],
+        "train.warmup": [0, 0.2],
+        "model.hidden_dim": {"choices": [8, 32]},
+        "train.lr": [0.001, 0.1],
+    }
+    config = load(configure(tiny_config, space))
+    dims = {dim.key: dim for dim in space_module.search_space(config)[0]}
+    assert dims["model.num_layers"].integer and (
+        dims["model.num_layers"].low,
+        dims["model.num_layers"].high,
+    ) == (1, 3)
+    assert not dims["train.warmup"].integer and dims["train.warmup"].high == 0.2
+    assert dims["model.hidden_dim"].choices == (8, 32)
+
+
+# --- a tune end to end
+
+
+@pytest.mark.slow
+def test_a_tune_reports_trials_and_leaves_a_reproducible_best(tiny_config: Path, tmp_path: Path) -> None:
+    configure(tiny_config, trials=3, budget="5m")
+    result = ok(cli("tune", tiny_config, "--quiet", "--run-dir", "tuned"))
+    folder = Path("tuned")
+    summary = json.loads((folder / "tune.json").read_text(encoding="utf-8"))
+    trials = summary["trials"]
+    assert [trial["number"] for trial in trials] == [0, 1, 2]
+    assert all(trial["state"] == "complete" and len(trial["scores"]) == 2 for trial in trials)
+    assert (folder / "trials.csv").read_text(encoding="utf-8").count("\n") == 4  # header + 3 trials
+    for line in (
+        "best trial",
+        "linear baseline: valid accuracy",
+        "on test (scored once)",
+        "reads optimistic",
+    ):
+        assert line in result.stdout
+    # --quiet: one line per trial, then the summary.
+    trial_lines = [line.split(":")[0] for line in result.stdout.splitlines() if line.startswith("trial ")]
+    assert trial_lines == ["trial 0 complete", "trial 1 complete", "trial 2 complete"]
+    best = summary["best"]
+    assert best["valid"] == max(trial["value"] for trial in trials)
+    # Only the best trial keeps a checkpoint; it is runs/LATEST, with its test score, and eval works on it.
+    kept = sorted(path.parent.name for path in folder.glob("trials/*/*.pt"))
+    assert kept == [f"{best['number']:04d}"]
+    assert Path((Path("runs") / "LATEST").read_text(encoding="utf-8")) == Path(best["folder"]).resolve()
+    assert (
+        json.loads((Path(best["folder"]) / "metrics.json").read_text())["test"]["accuracy"]
+        == summary["test"]["accuracy"]
+    )
+    evaluated = json.loads(ok(cli("eval", "--json")).stdout)
+    assert evaluated["accuracy"] == pytest.approx(summary["test"]["accuracy"])
+    # best.yaml: complete, absolute paths, no tune section; retrained from another folder it gives the
+    # trial's validation score.
+    raw = yaml.safe_load((folder / "best.yaml").read_text(encoding="utf-8"))
+    assert (
+        "tune" not in raw
+        and Path(raw["data"]["train"]).is_absolute()
+        and Path(raw["data"]["test"]).is_absolute()
+    )
+    assert raw["model"]["hidden_dim"] == best["values"]["model.hidden_dim"]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.chdir(elsewhere)
+    ok(cli("train", (tmp_path / folder / "best.yaml").resolve(), "--quiet", "--run-dir", "again"))
+    again = json.loads(Path("again/metrics.json").read_text(encoding="utf-8"))
+    assert again["valid"]["accuracy"] == best["valid"]
+    assert again["test"]["accuracy"] == summary["test"]["accuracy"]
+
+
+@pytest.mark.slow
+def test_the_same_seed_gives_the_same_trials(tiny_config: Path) -> None:
+    configure(tiny_config, trials=3, budget=None)
+    run_tune(tiny_config, Path("one"))
+    run_tune(tiny_config, Path("two"))
+    trials = [json.loads(Path(name, "tune.json").read_text())["trials"] for name in ("one", "two")]
+    assert [(t["values"], t["scores"]) for t in trials[0]] == [(t["values"], t["scores"]) for t in trials[1]]
+    assert len({json.dumps(t["values"]) for t in trials[0]}) == 3  # the sampler did vary them
+    other = load(tiny_config)
+    other.tune.seed = 1
+    from rnnclf.tuning.study import tune
+
+    tune(other, Path("three"), observer=Collected())
+    third = json.loads(Path("three", "tune.json").read_text())["trials"]
+    assert [t["values"] for t in third] != [t["values"] for t in trials[0]]
+
+
+@pytest.mark.slow
+def test_trials_whose_text_settings_agree_share_the_preprocessing(
+    tiny_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rnnclf.prepare as prepare_module
+
+    built: list[tuple[int, int]] = []
+    original = prepare_module._prepare
+
+    def counting(config: Any, *args: Any) -> Any:
+        built.append((config.text.min_freq, config.data.test is not None))
+        return original(config, *args)
+
+    monkeypatch.setattr(prepare_module, "_prepare", counting)
+    monkeypatch.setenv("RNNCLF_CACHE", str(Path("cache").resolve()))  # empty: nothing cached before
+    configure(tiny_config, {**SPACE, "text.min_freq": {"choices": [1, 2]}}, trials=4, budget=None)
+    summary, observer = run_tune(tiny_config, Path("tuned"))
+    distinct = {record.values["text.min_freq"] for record in observer.records}
+    # One preparation per distinct text setting of the trials (the baseline's min_freq 1 is among
+    # them), plus one with the test split for the best trial's single test scoring.
+    assert sorted(built) == sorted({(value, False) for value in distinct | {1}} | {(1, True)}) or sorted(
+        built
+    ) == sorted(
+        {(value, False) for value in distinct | {1}} | {(summary["best"]["values"]["text.min_freq"], True)}
+    )
+    assert len(observer.records) == 4
+
+
+# --- failures, budget, interruption
+
+
+@pytest.mark.slow
+def test_a_failed_trial_is_recorded_with_its_reason_and_the_study_goes_on(
+    tiny_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rnnclf.models.addons as addons
+    import rnnclf.training.loop as loop
+
+    def refusing(vocab: int, labels: int, config: Any) -> Any:
+        if config.model.hidden_dim == 8:
+            raise ValueError("hidden size 8 refused by this model")
+        return original_build(vocab, labels, config)
+
+    def diverging(*args: Any, **kwargs: Any) -> float:
+        loss = original_step(*args, **kwargs)
+        return float("nan") if loop_settings["lr"] > 0.04 else loss
+
+    original_build, original_step = addons.build_model, loop.train_step
+    loop_settings: dict[str, float] = {}
+    monkeypatch.setattr(loop, "build_model", refusing)
+    monkeypatch.setattr(loop, "train_step", lambda *a, **k: diverging(*a, **k))
+    original_train = loop._train
+
+    def remember(config: Any, *args: Any) -> Any:
+        loop_settings["lr"] = config.train.lr
+        return original_train(config, *args)
+
+    monkeypatch.setattr(loop, "_train", remember)
+    space = {"model.hidden_dim": {"choices": [8, 16]}, "train.lr": {"choices": [0.02, 0.05]}}
+    configure(tiny_config, space, trials=6, budget=None)
+    summary, observer = run_tune(tiny_config, Path("tuned"))
+    states = {
+        (r.values["model.hidden_dim"], r.values["train.lr"]): (r.state, r.reason) for r in observer.records
+    }
+    assert len(observer.records) == 6
+    for (hidden, lr), (state, reason) in states.items():
+        if hidden == 8:
+            assert state == "failed" and reason == "ValueError: hidden size 8 refused by this model"
+        elif lr > 0.04:
+            assert state == "failed" and "not finite" in reason
+        else:
+            assert state in ("complete", "pruned")
+    assert summary["best"]["values"] == {"model.hidden_dim": 16, "train.lr": 0.02}
+
+
+@pytest.mark.slow
+def test_a_budget_too_short_for_one_trial_says_how_long_an_epoch_took(tiny_config: Path) -> None:
+    configure(tiny_config, {"train.epochs": [400]}, budget=1)
+    raw = yaml.safe_load(tiny_config.read_text(encoding="utf-8"))
+    raw["train"]["patience"] = None  # no early stop: the budget ends the trial
+    tiny_config.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    line = user_error(cli("tune", tiny_config, "--quiet", "--run-dir", "tuned"), "too short for one trial")
+    assert "one epoch took" in line
+    assert not Path("runs/LATEST").exists()  # no best trial: runs/LATEST as it was
+    trials = json.loads(Path("tuned/tune.json").read_text())["trials"]
+    # The running trial stopped at the first epoch boundary after the deadline, recorded as incomplete.
+    assert [(t["state"], t["reason"]) for t in trials] == [("incomplete", "the budget ran out")]
+    assert 1 <= trials[0]["epochs"] < 400
+
+
+@pytest.mark.slow
+def test_an_interrupted_tune_saves_the_study_and_resumes_with_the_budget_left(tiny_config: Path) -> None:
+    from rnnclf.tuning.study import tune
+
+    configure(tiny_config, trials=3, budget="10m")
+    stop = StopFlag()
+
+    class StopAfterFirstEpochOfTrialOne(Collected):
+        def epoch(self, number: int, epoch: int, score: float) -> None:
+            if number == 1:
+                stop.set(signal.SIGINT)
+
+    observer = StopAfterFirstEpochOfTrialOne()
+    with pytest.raises(Interrupted):
+        tune(load(tiny_config), Path("tuned"), observer=observer, stop=stop)
+    trials = json.loads(Path("tuned/tune.json").read_text())["trials"]
+    assert [(t["number"], t["state"]) for t in trials] == [(0, "complete"), (1, "incomplete")]
+    assert "interrupted by signal" in trials[1]["reason"]
+    summary, resumed = run_tune(tiny_config, Path("tuned"), resume=True)
+    assert [r.number for r in resumed.records] == [2]  # 3 trials in all: one more
+    assert summary["trial_count"] == 3
+    with pytest.raises(RnnclfError, match="already holds a tune"):
+        run_tune(tiny_config, Path("tuned"))
+
+
+def _tune_process(config: Path, *options: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "rnnclf", "tune", str(config), "--quiet", *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
+def _wait_for(path: Path, process: subprocess.Popen, seconds: float = 120) -> None:
+    limit = time.monotonic() + seconds
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < limit, f"{path} never appeared"
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_sigterm_prints_the_resume_command_and_kill_9_loses_only_the_running_trial(tiny_config: Path) -> None:
+    configure(tiny_config, {**SPACE, "train.epochs": [4]}, trials=4, budget="10m")
+    process = _tune_process(tiny_config, "--run-dir", "tuned")
+    _wait_for(Path("tuned/trials/0001/metrics.jsonl"), process)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert "Resume with: rnnclf tune" in err and "--run-dir tuned --resume" in err
+    # Resumed, then killed with -9 inside trial 2: trial 2 is lost (failed on the next resume), no other.
+    process = _tune_process(tiny_config, "--run-dir", "tuned", "--resume")
+    _wait_for(Path("tuned/trials/0002/metrics.jsonl"), process)
+    process.kill()
+    process.communicate()
+    process = _tune_process(tiny_config, "--run-dir", "tuned", "--resume")
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    trials = json.loads(Path("tuned/tune.json").read_text())["trials"]
+    states = [(t["number"], t["state"]) for t in trials]
+    assert states[:3] == [(0, "complete"), (1, "incomplete"), (2, "failed")], states
+    assert trials[2]["reason"] == "lost: its process was killed"
+    assert len(trials) == 4 and states[3][1] in ("complete", "pruned")
+
+
+# --- several workers on one study
+
+# Trials long enough (6 epochs, ~1 s each here) that a worker starting a few seconds after the other
+# still finds trials to run.
+WORKERS_SPACE = {**SPACE, "model.embedding_dim": [8, 16], "train.epochs": {"choices": [6]}}
+
+
+def _check_every_trial_once(tune_dirs: list[Path], trials: list[dict[str, Any]], count: int) -> None:
+    numbers = [trial["number"] for trial in trials]
+    assert sorted(numbers) == list(range(len(numbers))) and len(numbers) >= count  # none lost or repeated
+    assert all(trial["state"] in ("complete", "pruned") for trial in trials), trials
+    folders = [path for folder in tune_dirs for path in folder.glob("trials/*")]
+    assert sorted(path.name for path in folders) == [f"{n:04d}" for n in sorted(numbers)]  # each run once
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_sqlite_study(tiny_config: Path) -> None:
+    configure(tiny_config, WORKERS_SPACE, trials=8, budget="10m")
+    process = _tune_process(tiny_config, "--run-dir", "tuned", "--jobs", "2")
+    _, err = process.communicate(timeout=400)
+    assert process.returncode == 0, err
+    trials = json.loads(Path("tuned/tune.json").read_text())["trials"]
+    _check_every_trial_once([Path("tuned")], trials, 8)
+    workers = {trial_worker for trial_worker in _workers(Path("tuned"))}
+    assert len(workers) == 2  # both processes ran trials
+
+
+def _workers(folder: Path) -> list[str]:
+    import optuna
+
+    study = optuna.load_study(study_name=folder.name, storage=f"sqlite:///{(folder / 'study.db').resolve()}")
+    return [trial.user_attrs["worker"] for trial in study.get_trials()]
+
+
+def _pg_ctl() -> str | None:
+    found = shutil.which("pg_ctl")
+    if found:
+        return found
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    return str(versions[-1]) if versions else None
+
+
+@pytest.fixture
+def postgres() -> Any:
+    """A PostgreSQL server of its own, in a temporary folder on a free port; its URL."""
+    pg_ctl = _pg_ctl()
+    if pg_ctl is None:
+        pytest.skip("PostgreSQL is not installed here (no pg_ctl on PATH or in /usr/lib/postgresql)")
+    pytest.importorskip("psycopg2")
+    bin_dir = Path(pg_ctl).parent
+    # Under /tmp itself, not pytest's folders: those are private to their owner, and the server runs as
+    # the postgres user when the tests run as root (it refuses to run as root).
+    folder = Path(tempfile.mkdtemp(prefix="rnnclf-postgres-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    data = folder / "data"
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run([*as_user, *args], capture_output=True, text=True, cwd=folder)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done
+
+    run(str(bin_dir / "initdb"), "-D", str(data), "-U", "tune", "--auth=trust")
+    run(pg_ctl, "-D", str(data), "-l", str(folder / "log"), "-w", "-o",
+        f"-p {port} -k {folder} -c listen_addresses=127.0.0.1", "start")  # fmt: skip
+    try:
+        yield f"postgresql://tune@127.0.0.1:{port}/postgres"
+    finally:
+        run(pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_two_workers_on_two_machines_share_a_postgresql_study(tiny_config: Path, postgres: str) -> None:
+    configure(tiny_config, WORKERS_SPACE, trials=8, budget="10m")
+    # Two separate commands, as on two machines: each its own folder, one study by name.
+    processes = [
+        _tune_process(tiny_config, "--run-dir", name, "--storage", postgres, "--study", "shared")
+        for name in ("machine-a", "machine-b")
+    ]
+    for process in processes:
+        _, err = process.communicate(timeout=400)
+        assert process.returncode == 0, err
+    import optuna
+
+    from rnnclf.tuning.study import storage_url
+
+    study = optuna.load_study(study_name="shared", storage=storage_url(Path("."), postgres))
+    trials = [{"number": t.number, "state": t.user_attrs.get("state")} for t in study.get_trials()]
+    _check_every_trial_once([Path("machine-a"), Path("machine-b")], trials, 8)
+    assert len({t.user_attrs["worker"] for t in study.get_trials()}) == 2
+
+
+def test_runs_lists_a_tune_folder_with_its_best_trial(tiny_run: Path) -> None:
+    from rnnclf.runs.info import list_runs
+
+    folder = Path("runs/tune-tiny-20260101-000000")
+    (folder / "trials").mkdir(parents=True)
+    shutil.copytree(tiny_run, folder / "trials" / "0003")
+    summary = {"metric": "valid_accuracy", "best": {"number": 3, "values": {"train.lr": 0.01}, "valid": 0.91,
+               "folder": str(folder / "trials" / "0003")}, "trial_count": 7, "trials": []}  # fmt: skip
+    (folder / "tune.json").write_text(json.dumps(summary), encoding="utf-8")
+    rows = {row["name"]: row for row in list_runs("runs")}
+    row = rows[folder.name]
+    assert row["status"] == "tune: 7 trials" and row["best_valid"] == 0.91 and "trial 3" in row["model"]
+
+
+@pytest.mark.slow
+def test_a_multi_label_config_tunes_on_micro_f1_with_thresholds_chosen_per_trial(tmp_path: Path) -> None:
+    from conftest import write_csv
+    from test_multilabel_cli import CONFIG, documents
+
+    folder = tmp_path / "ml"
+    write_csv(folder / "train.csv", documents(150, 1))
+    write_csv(folder / "test.csv", documents(30, 2))
+    raw = yaml.safe_load(CONFIG)
+    raw["train"].pop("monitor")  # auto: micro-F1 for multi-label data
+    raw["train"]["epochs"] = 2
+    raw["tune"] = {"space": {"train.lr": [0.02, 0.05]}, "trials": 2, "budget": None}
+    config = folder / "ml.yaml"
+    config.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    summary, observer = run_tune(config, Path("tuned"))
+    assert summary["metric"] == "valid_micro_f1" and len(observer.records) == 2
+    best = Path(summary["best"]["folder"])
+    metrics = json.loads((best / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["thresholds"]["chosen_on"] == "valid"
+    assert summary["best"]["valid"] == metrics["valid"]["micro_f1"]
+    assert summary["test"]["multi_label"] and 0.0 <= summary["test"]["micro_f1"] <= 1.0
+
+
+@pytest.mark.slow
+def test_folds_score_each_trial_as_the_mean_over_folds_of_the_training_file(tiny_config: Path) -> None:
+    from rnnclf.tuning.folds import write_folds
+
+    configure(tiny_config, trials=2, budget=None, folds=3)
+    summary, observer = run_tune(tiny_config, Path("tuned"))
+    for record in observer.records:
+        assert len(record.fold_values) == 3 and record.state == "complete"
+        assert record.value == pytest.approx(sum(record.fold_values) / 3)
+        folds = Path(record.folder) / "folds"
+        assert sorted(path.name for path in folds.iterdir()) == ["1", "2"]
+        assert not list(folds.glob("*/*.pt"))  # only the first fold's model may be kept
+    assert summary["best"]["valid"] == max(record.value for record in observer.records)
+    # The folds cover the 90 training documents once each as validation, stratified by class.
+    pairs = write_folds(load(tiny_config), Path("tuned"))
+    held_out = [Path(valid).read_text(encoding="utf-8").splitlines() for _, valid in pairs]
+    assert sorted(len(lines) for lines in held_out) == [30, 30, 30]
+    from collections import Counter
+
+    from conftest import make_documents
+
+    rows = Counter(
+        (json.loads(line)["text"], json.loads(line)["label"]) for lines in held_out for line in lines
+    )
+    assert rows == Counter(make_documents(90, seed=1))  # every training document held out exactly once
+    for lines in held_out:
+        labels = [json.loads(line)["label"] for line in lines]
+        assert {labels.count(name) for name in set(labels)} == {10}
+    assert summary["test"] is not None and 0.0 <= summary["test"]["accuracy"] <= 1.0
