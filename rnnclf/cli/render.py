@@ -294,6 +294,23 @@ def export_summary(result: Any, probe_lengths: Iterable[int]) -> None:
             f"of {', '.join(map(str, probe_lengths))} tokens in one padded batch",
             markup=False,
         )
+    quantization = getattr(result, "quantization", None)
+    if quantization:
+        stdout.print(
+            f"int8: {quantization['int8_bytes'] / 1e6:.1f} MB, {quantization['size_ratio']:.0%} of the fp32 "
+            f"model's {quantization['fp32_bytes'] / 1e6:.1f} MB; probabilities within "
+            f"{quantization['probe_max_difference']:.1e} of fp32 on the same documents",
+            markup=False,
+        )
+        scores = quantization["validation"]
+        if "error" not in scores:
+            metric = scores["metric"].replace("_", "-")
+            stdout.print(
+                f"int8 on validation ({scores['documents']:,} documents): {metric} {scores['int8']:.4f} vs "
+                f"fp32 {scores['fp32']:.4f} ({100 * scores['difference']:+.2f} points), same label for "
+                f"{scores['agreement']:.2%} of documents",
+                markup=False,
+            )
     for text in result.notes:
         note(text)
 

@@ -10,7 +10,6 @@ overrides them all).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -20,25 +19,13 @@ import torch
 from rnnclf.batching import Encoded
 from rnnclf.config import Config, validate
 from rnnclf.errors import RnnclfError
+from rnnclf.inference.prediction import Prediction
 from rnnclf.inference.scoring import logits_for
 from rnnclf.models.addons import build_model
 from rnnclf.runs import checkpoint
 from rnnclf.runtime import prepare_cpu
 from rnnclf.text.encoding import encode_texts
 from rnnclf.text.vocab import Vocab
-
-
-@dataclass
-class Prediction:
-    text: str
-    label: str  # the most likely label (multi-label: the most likely chosen one, "" when none is)
-    probabilities: dict[str, float]  # most likely first
-    labels: list[str] | None = None  # multi-label: the chosen labels, most likely first (maybe none)
-
-    def to_dict(self) -> dict[str, Any]:
-        if self.labels is not None:
-            return {"text": self.text, "labels": self.labels, "probabilities": self.probabilities}
-        return {"text": self.text, "label": self.label, "probabilities": self.probabilities}
 
 
 class Predictor:
