@@ -159,7 +159,9 @@ def prediction(result: Any, explanation: Any, top_k: int | None, as_json: bool) 
     else:
         shown = list(result.probabilities.items())[: top_k or 1]
         out.write("\t".join(f"{label}\t{p:.4f}" for label, p in shown) + "\n")
-    from rnnclf.inference.explain import summary
+    if explanation is None:
+        return
+    from rnnclf.inference.explain import summary  # imports torch: only when there is an explanation
 
     for each in explanations(explanation):
         out.write(f"  why {each.label}: {summary(each)}\n")

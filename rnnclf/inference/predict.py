@@ -29,7 +29,10 @@ from rnnclf.text.vocab import Vocab
 
 
 class Predictor:
-    """A trained model ready to label text."""
+    """A trained model ready to label text (rnnclf.inference.backends.load_predictor chooses between
+    this and ONNX Runtime's OnnxPredictor, which has the same public methods)."""
+
+    backend = "torch"
 
     def __init__(
         self,
@@ -57,6 +60,7 @@ class Predictor:
         self.precision = "fp32" if precision == "fp16" and self.device.type != "cuda" else precision
         self.model.to(self.device).eval()
         self.state = state
+        self.path: Path | None = None  # the checkpoint file, when loaded from one
         self.multi_label = self.config.data.multi_label
         self.thresholds = self._thresholds(state, threshold, source)
 
@@ -82,7 +86,9 @@ class Predictor:
         cls, path: str | Path, device: str = "cpu", threshold: float | None = None
     ) -> Predictor:
         prepare_cpu()
-        return cls(checkpoint.load(path), source=str(path), device=device, threshold=threshold)
+        predictor = cls(checkpoint.load(path), source=str(path), device=device, threshold=threshold)
+        predictor.path = Path(path)
+        return predictor
 
     def to_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Logits (N, C) -> probabilities: softmax over classes, or each label's sigmoid (multi-label)."""
