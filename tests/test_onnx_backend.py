@@ -167,16 +167,24 @@ def test_cli_predict_and_eval_agree_across_backends(tmp_path: Path) -> None:
 
 TORCH_FREE = """
 import sys
-from rnnclf.cli.app import main
-for command in ({commands}):
+from rnnclf.cli.quick import main  # the `rnnclf` entry point
+for command in [{commands}]:
     sys.argv = ["rnnclf", *command]
     try:
         main()
     except SystemExit as done:
         assert not done.code, (command, done.code)
-loaded = sorted(name for name in sys.modules if name == "torch" or name.startswith("torch."))
-print("torch modules:", len(loaded), loaded[:3])
+loaded = sorted(name for name in sys.modules if name.split(".")[0] in ({modules}))
+print("not wanted:", len(loaded), loaded[:3])
 """
+
+
+def run_commands(commands: list[list[str]], modules: tuple[str, ...], cwd: Path) -> str:
+    """Run rnnclf commands in one fresh process; its stdout, ending with the count of `modules` loaded."""
+    code = TORCH_FREE.format(commands=", ".join(map(repr, commands)), modules=", ".join(map(repr, modules)))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def test_predict_and_eval_on_onnx_never_import_torch(tmp_path: Path) -> None:
@@ -185,18 +193,38 @@ def test_predict_and_eval_on_onnx_never_import_torch(tmp_path: Path) -> None:
     commands = [
         ["predict", "--model", str(run), "w1 w2", "w3"],
         ["predict", "--model", str(run), "--json", "--top-k", "2", "w4"],
+        ["predict", "--model", str(run), "--file", str(run / "data.csv")],  # not the fast path
         ["eval", "--model", str(run)],
         ["eval", "--model", str(run), "--backend", "onnx", "--json"],
     ]
+    out = run_commands(commands, ("torch",), tmp_path)
+    assert out.rstrip().endswith("not wanted: 0 []"), out
+    assert "accuracy" in out  # eval ran
+
+
+def test_cold_predict_takes_the_fast_path_with_the_same_output(tmp_path: Path) -> None:
+    """`rnnclf predict TEXT...` with simple flags imports neither typer, rich, pydantic nor torch, and
+    prints what the full command prints."""
+    run = make_run(tmp_path / "run", multi_label=True, cell="lstm", pooling="last")
+    export_model(run / "best.pt", "onnx")
+    for flags in ([], ["--json"], ["--top-k", "2", "--threshold", "0.4"], ["--backend=onnx", "-m", str(run)]):
+        command = ["predict", "--model", str(run), *flags, *DOCUMENTS[1:4]]
+        out = run_commands([command], ("torch", "typer", "rich", "pydantic"), tmp_path)
+        assert out.rstrip().endswith("not wanted: 0 []"), out
+        full = cli(*command)
+        assert full.exit_code == 0 and out.splitlines()[:-1] == full.stdout.splitlines()
+    # Anything else goes to the full app: its help, its one-line errors.
+    help_text = run_commands([["predict", "--help"]], (), tmp_path)
+    assert "--backend" in help_text and "Usage" in help_text
     done = subprocess.run(
-        [sys.executable, "-c", TORCH_FREE.format(commands=", ".join(map(repr, commands)))],
+        [sys.executable, "-m", "rnnclf", "predict", "--model", str(tmp_path / "nowhere"), "w1"],
         capture_output=True,
         text=True,
-        cwd=tmp_path,
     )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.rstrip().endswith("torch modules: 0 []"), done.stdout
-    assert "accuracy" in done.stdout  # eval ran
+    assert (
+        done.returncode == 2
+        and done.stderr == f"error: {tmp_path / 'nowhere'}: no such run folder or checkpoint\n"
+    )
 
 
 def test_auto_never_uses_an_export_older_than_its_checkpoint(tmp_path: Path) -> None:

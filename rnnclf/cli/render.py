@@ -20,11 +20,11 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from rnnclf.cli.quick import prediction_line
+
 stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
-# `rnnclf predict` of a multi-label model when no label reaches its threshold.
-NO_LABEL = "(no label)"
 MONITOR_NAMES = {
     "valid_accuracy": "accuracy",
     "valid_macro_f1": "macro-F1",
@@ -145,20 +145,15 @@ def report_tables(report: dict[str, Any]) -> None:
 def prediction(result: Any, explanation: Any, top_k: int | None, as_json: bool) -> None:
     """`rnnclf predict`, one document: a JSON object, or 'label<TAB>p' pairs (and the explanation)."""
     out = sys.stdout
-    if as_json:
+    if as_json and explanation is not None:
         record = result.to_dict()
         if isinstance(explanation, list):  # multi-label: one per chosen label
             record["explanations"] = [each.to_dict() for each in explanation]
-        elif explanation is not None:
+        else:
             record["explanation"] = explanation.to_dict()
         out.write(json.dumps(record, ensure_ascii=False) + "\n")
         return
-    if result.labels is not None:  # multi-label: every chosen label with its probability
-        chosen = [f"{label}:{result.probabilities[label]:.4f}" for label in result.labels]
-        out.write((" ".join(chosen) if chosen else NO_LABEL) + "\n")
-    else:
-        shown = list(result.probabilities.items())[: top_k or 1]
-        out.write("\t".join(f"{label}\t{p:.4f}" for label, p in shown) + "\n")
+    out.write(prediction_line(result, top_k, as_json) + "\n")  # the same line as the fast path's
     if explanation is None:
         return
     from rnnclf.inference.explain import summary  # imports torch: only when there is an explanation
