@@ -282,7 +282,7 @@ def export_summary(result: Any, probe_lengths: Iterable[int]) -> None:
     shown = f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
     stdout.print(
         f"wrote {result.model} ({result.format}, {shown}) and {result.metadata} "
-        "(tokenizer settings, vocabulary, labels)",
+        "(tokenizer rules, vocabulary, labels)",
         markup=False,
     )
     if result.max_difference is not None:
