@@ -1,5 +1,7 @@
 """Export a trained classifier as a deployable model: TorchScript (.pt) or ONNX (.onnx), plus a JSON file
-beside it with everything needed to feed it (tokenizer settings, vocabulary, label names).
+beside it with everything needed to feed it (the tokenizer's rules as data, vocabulary, label names). ONNX
+may also be quantized to int8 weights (ONNX Runtime's dynamic quantization), scored beside fp32 on the
+run's validation split. With no --out, ONNX goes into the run folder (rnnclf.inference.backends).
 
     inputs   ids      int64 (batch, time)  token ids, right-padded with pad_index (0)
              lengths  int64 (batch,)       real tokens per document, >= 1
