@@ -60,13 +60,15 @@ def load_predictor(
         if not current(export, checkpoint):
             raise RnnclfError(
                 f"--backend onnx: {export} was exported from another {checkpoint.name} (the run changed "
-                f"since); export it again: 'rnnclf export --format onnx --model {checkpoint.parent}'"
+                f"since, or an older rnnclf exported it); export it again: "
+                f"'rnnclf export --format onnx --model {checkpoint.parent}'"
             )
         return OnnxPredictor(export, threshold)
     if backend == "auto" and export.is_file():
         if not current(export, checkpoint):
             log.warning(
-                "%s is older than %s (exported before the model changed); scoring with torch. Refresh it: "
+                "%s does not match %s (exported before the model changed, or by an older rnnclf); scoring "
+                "with torch. Refresh it: "
                 "rnnclf export --format onnx --model %s",
                 export,
                 checkpoint.name,
