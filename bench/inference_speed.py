@@ -12,6 +12,15 @@ could reach if reading, tokenizing and start-up cost nothing). With --lines FILE
 line) and --lines-model RUN, it also times `rnnclf predict --file -` streaming FILE through stdin.
 
     python bench/inference_speed.py --model runs/imdb --data ../shared/data/imdb/test.csv.gz --repeats 3
+
+--backends torch,onnx,int8 (issue 27) measures instead, in one run, rounds interleaved so a busy
+machine disturbs each backend alike: `rnnclf eval` with the torch path, the fp32 ONNX export
+(RUN/model.onnx) and the int8 one (RUN/model.int8.onnx), each exported first if missing (not timed);
+cold `rnnclf predict "text"` on torch and on ONNX; the floors `python -c pass`, `import onnxruntime`,
+`import torch`; and where the cold ONNX predict's imports go (python -X importtime, largest first).
+
+    python bench/inference_speed.py --model RUN --data ../shared/data/imdb/test.csv.gz \
+        --backends torch,onnx,int8
 """
 
 from __future__ import annotations
@@ -74,6 +83,87 @@ def one_at_a_time(model: str, data: str, documents: int) -> float:
     return len(texts) / (time.perf_counter() - started)
 
 
+def ensure_exports(model: str) -> dict[str, str]:
+    """--model argument per backend: the run for torch and onnx (its current model.onnx), the int8 file."""
+    from rnnclf.inference.backends import current
+    from rnnclf.inference.export import export_model
+    from rnnclf.inference.onnx_predictor import INT8_FILE, ONNX_FILE
+
+    checkpoint = resolve_checkpoint(model)
+    folder = checkpoint.parent
+    if not current(folder / ONNX_FILE, checkpoint):
+        export_model(checkpoint, "onnx")
+    if not current(folder / INT8_FILE, checkpoint):
+        export_model(checkpoint, "onnx", quantize="int8")
+    return {"torch": str(folder), "onnx": str(folder), "int8": str(folder / INT8_FILE)}
+
+
+def import_costs(command: list[str], top: int = 12) -> list[tuple[int, str]]:
+    """(microseconds, module) of the largest top-level imports of `command` (python -X importtime)."""
+    done = subprocess.run(command, capture_output=True, text=True)
+    costs = []
+    for line in done.stderr.splitlines():
+        if not line.startswith("import time:") or "|" not in line:
+            continue
+        _, cumulative, name = line.split("|")
+        if cumulative.strip().isdigit() and not name.startswith("  "):  # top level: one leading space
+            costs.append((int(cumulative), name.strip()))
+    return sorted(costs, reverse=True)[:top]
+
+
+def backends(args: argparse.Namespace) -> None:
+    """torch vs fp32 ONNX vs int8 ONNX, interleaved rounds, medians and ratios from the same run."""
+    rnnclf = [sys.executable, "-m", "rnnclf"]
+    models = ensure_exports(args.model)
+    chosen = args.backends.split(",")
+    folder = resolve_checkpoint(args.model).parent
+    for name in ("best.pt", "model.onnx", "model.int8.onnx"):
+        print(f"{name}: {(folder / name).stat().st_size / 1e6:,.1f} MB")
+    times: dict[str, list[float]] = {name: [] for name in chosen}
+    reports: dict[str, dict] = {}
+    for _ in range(args.repeats):
+        for name in chosen:
+            backend = "onnx" if name == "int8" else name
+            command = [*rnnclf, "eval", "--model", models[name], "--backend", backend, "--data", args.data]
+            seconds, out = run([*command, "--json"])
+            times[name].append(seconds)
+            reports[name] = json.loads(out)
+    rates = {name: reports[name]["n"] / statistics.median(times[name]) for name in chosen}
+    print(f"rnnclf eval over {args.data}, whole command, median of {args.repeats}:")
+    for name in chosen:
+        ratio = f", {rates[name] / rates['torch']:.2f}x torch" if "torch" in rates else ""
+        print(
+            f"  {name:5s} {rates[name]:7,.0f} documents/s ({', '.join(f'{t:.1f}' for t in times[name])} s)"
+            f"{ratio}, accuracy {reports[name]['accuracy']:.4f}"
+        )
+    text = "An honest, funny and moving film; the best I have seen this year."
+    cold: dict[str, list[float]] = {"onnx": [], "torch": []}
+    floors: dict[str, list[float]] = {"python -c pass": [], "import onnxruntime": [], "import torch": []}
+    codes = {
+        "python -c pass": "pass",
+        "import onnxruntime": "import onnxruntime",
+        "import torch": "import torch",
+    }
+    for _ in range(max(args.repeats, 5)):
+        for backend in cold:
+            cold[backend].append(
+                timed([*rnnclf, "predict", "--model", models[backend], "--backend", backend, text])
+            )
+        for name, code in codes.items():
+            floors[name].append(timed([sys.executable, "-c", code]))
+    print('cold `rnnclf predict "text"`, fresh process:')
+    for backend, values in cold.items():
+        print(f"  {backend:5s} {summary(values)}")
+    ratio = statistics.median(cold["torch"]) / statistics.median(cold["onnx"])
+    print(f"  onnx is {ratio:.1f}x faster than torch")
+    for name, values in floors.items():
+        print(f"  floor, {name}: {summary(values)}")
+    print("where the cold ONNX predict's imports go (python -X importtime, top level, cumulative):")
+    command = [sys.executable, "-X", "importtime", "-m", "rnnclf", "predict", "--model", models["onnx"]]
+    for microseconds, module in import_costs([*command, "--backend", "onnx", text]):
+        print(f"  {microseconds / 1000:6.0f} ms  {module}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="run folder or checkpoint")
@@ -82,7 +172,11 @@ def main() -> None:
     parser.add_argument("--baseline-documents", type=int, default=1000)
     parser.add_argument("--lines", help="one short document a line, for the streaming predict")
     parser.add_argument("--lines-model", help="run folder or checkpoint for --lines (default: --model)")
+    parser.add_argument("--backends", help="e.g. torch,onnx,int8: compare scoring backends (see above)")
     args = parser.parse_args()
+    if args.backends:
+        backends(args)
+        return
     rnnclf = [sys.executable, "-m", "rnnclf"]
     path = resolve_checkpoint(args.model)
     print(f"checkpoint {path}: {path.stat().st_size / 1e6:,.1f} MB")

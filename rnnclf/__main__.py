@@ -1,5 +1,5 @@
 """`python -m rnnclf` is the same as the `rnnclf` command (and what torchrun starts)."""
 
-from rnnclf.cli.app import main
+from rnnclf.cli.quick import main
 
 main()

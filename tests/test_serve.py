@@ -9,9 +9,9 @@ let the request in flight finish and exit 0. The dynamic batcher is also tested 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -320,15 +320,24 @@ def test_bad_flags_are_one_line_errors(flags: list[str], message: str) -> None:
     assert result.output.strip() == f"error: {message}"
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("rnnclf.inference.backends") is not None, reason="this rnnclf has the backend"
-)
-def test_the_onnx_backend_without_its_module_is_a_one_line_error(tiny_run: Path) -> None:
-    result = CliRunner().invoke(app, ["serve", str(tiny_run), "--backend", "onnx"])
-    assert result.exit_code == 2
-    assert result.output.strip() == (
-        "error: --backend onnx: this rnnclf has no ONNX Runtime backend yet; use --backend torch"
-    )
+@pytest.mark.slow
+def test_the_onnx_backend_serves_what_predict_answers(tiny_run: Path, tmp_path: Path) -> None:
+    """--backend onnx serves the run's exported model (ONNX Runtime): the same answers as `rnnclf predict`
+    with torch, within 1e-5, and /model names the backend."""
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    exported = CliRunner().invoke(app, ["export", "--model", str(run), "--format", "onnx"])
+    assert exported.exit_code == 0, exported.output
+    server = Server(run, tmp_path / "server.log", "--backend", "onnx")
+    try:
+        answer = server.predict({"texts": TEXTS, "top_k": 2})
+        assert answer.status_code == 200, answer.text
+        expected = predict_json(run, TEXTS, "--top-k", "2", "--backend", "torch")
+        for got, want in zip(answer.json()["predictions"], expected, strict=True):
+            assert got["label"] == want["label"] and list(got["probabilities"]) == list(want["probabilities"])
+            assert got["probabilities"] == pytest.approx(want["probabilities"], abs=1e-5)
+        assert httpx.get(server.url + "/model", timeout=10).json()["backend"] == "onnx"
+    finally:
+        server.stop()
 
 
 def test_a_taken_port_is_a_one_line_error(tiny_run: Path) -> None:

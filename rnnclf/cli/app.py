@@ -65,6 +65,15 @@ SET_HELP = (
     "Override a key: --set {example} (repeatable). Relative paths in a --set are read from the working "
     "directory; those in the config file from the file's folder."
 )
+# predict and eval: which engine scores (rnnclf.inference.backends).
+BackendOption = Annotated[
+    str,
+    typer.Option(
+        "--backend",
+        help="torch, onnx (ONNX Runtime, without torch: the run's model.onnx from 'rnnclf export --format "
+        "onnx', or --model FILE.onnx) or auto: onnx when the run holds a current export, else torch.",
+    ),
+]
 
 
 @contextlib.contextmanager
@@ -170,6 +179,7 @@ def evaluate(
     plot: Annotated[
         Path | None, typer.Option(help="Also draw the normalized confusion matrix to this PNG file.")
     ] = None,
+    backend: BackendOption = "auto",
 ) -> None:
     """Score a trained model: accuracy, macro-F1, per-class table, confusion matrix.
 
@@ -182,21 +192,22 @@ def evaluate(
     Example: rnnclf eval --model runs/trec-20261126-101500 --data data/test.csv.gz --plot confusion.png
     """
     with _user_errors():
-        from rnnclf.inference.predict import Predictor
-        from rnnclf.inference.scoring import headline, score_file
-        from rnnclf.reports import plots
-        from rnnclf.runs.rundir import resolve_checkpoint
+        from rnnclf.inference.backends import load_predictor, score_file
 
         if plot is not None:
+            from rnnclf.reports import plots
+
             plots.require_matplotlib()  # before the slow part: say so now, not after scoring
-        checkpoint_path = resolve_checkpoint(model)
-        predictor = Predictor.from_checkpoint(checkpoint_path)
+        predictor = load_predictor(model, backend)
+        checkpoint_path = predictor.path
         report = score_file(predictor, data, text_column, label_column)
         if json_:
             render.json_line(report)
         else:
             render.report_tables(report)
         if plot is not None:
+            from rnnclf.reports.metrics import headline
+
             source = Path(data or predictor.config.data.test or "?").name
             name, value = headline(report)
             scores = f"{name} {value:.4f}, macro-F1 {report['macro_f1']:.4f}"
@@ -244,6 +255,7 @@ def predict(
             "p(label without the token); the first 200 tokens of a document are scored.",
         ),
     ] = False,
+    backend: BackendOption = "auto",
 ) -> None:
     """Label new text, with probabilities.
 
@@ -257,14 +269,15 @@ def predict(
     """
     with _user_errors():
         from rnnclf.data.documents import texts_to_score
-        from rnnclf.inference.predict import Predictor
-        from rnnclf.runs.rundir import resolve_checkpoint
+        from rnnclf.inference.backends import load_predictor
 
         if not text and file is None:
             raise RnnclfError("nothing to predict: give TEXT arguments or --file PATH (--file - for stdin)")
         if threshold is not None and not 0.0 < threshold < 1.0:  # before loading: a one-line error
             raise RnnclfError(f"--threshold {threshold}: must lie strictly between 0 and 1")
-        predictor = Predictor.from_checkpoint(resolve_checkpoint(model), threshold=threshold)
+        if explain and backend == "onnx":
+            raise RnnclfError("--explain: needs the torch backend (it reads the model's words one by one)")
+        predictor = load_predictor(model, "torch" if explain else backend, threshold=threshold)
         documents: Iterator[str] = iter(text or [])
         if file is not None:
             data = predictor.config.data
@@ -343,18 +356,32 @@ def export(
     format_: Annotated[
         ExportFormat, typer.Option("--format", help="torchscript (needs only torch) or onnx.")
     ],
-    out: Annotated[Path, typer.Option(help="Model file to write; PATH.json gets vocabulary and labels.")],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Model file to write; PATH.json gets the tokenizer rules, vocabulary and labels. ONNX "
+            "default: the run folder's model.onnx (model.int8.onnx with --quantize), which predict and "
+            "eval then use without torch."
+        ),
+    ] = None,
     model: ModelOption = None,
+    quantize: Annotated[
+        str | None,
+        typer.Option(
+            help="int8: ONNX with int8 weights (about 1/4 the size, faster); its accuracy beside fp32's on "
+            "the run's validation data is printed and kept in the JSON."
+        ),
+    ] = None,
 ) -> None:
     """Export a model for deployment: takes token ids and lengths, returns logits and probabilities.
 
-    Example: rnnclf export --format onnx --out model.onnx
+    Example: rnnclf export --format onnx --quantize int8
     """
     with _user_errors():
         from rnnclf.inference.export import PROBE_LENGTHS, export_model
         from rnnclf.runs.rundir import resolve_checkpoint
 
-        result = export_model(resolve_checkpoint(model), format_.value, out)
+        result = export_model(resolve_checkpoint(model), format_.value, out, quantize)
         render.export_summary(result, PROBE_LENGTHS)
 
 

@@ -20,13 +20,12 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from rnnclf.cli.quick import prediction_line
 from rnnclf.reporter import counted
 
 stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
-# `rnnclf predict` of a multi-label model when no label reaches its threshold.
-NO_LABEL = "(no label)"
 MONITOR_NAMES = {
     "valid_accuracy": "accuracy",
     "valid_macro_f1": "macro-F1",
@@ -187,21 +186,18 @@ def report_tables(report: dict[str, Any]) -> None:
 def prediction(result: Any, explanation: Any, top_k: int | None, as_json: bool) -> None:
     """`rnnclf predict`, one document: a JSON object, or 'label<TAB>p' pairs (and the explanation)."""
     out = sys.stdout
-    if as_json:
+    if as_json and explanation is not None:
         record = result.to_dict()
         if isinstance(explanation, list):  # multi-label: one per chosen label
             record["explanations"] = [each.to_dict() for each in explanation]
-        elif explanation is not None:
+        else:
             record["explanation"] = explanation.to_dict()
         out.write(json.dumps(record, ensure_ascii=False) + "\n")
         return
-    if result.labels is not None:  # multi-label: every chosen label with its probability
-        chosen = [f"{label}:{result.probabilities[label]:.4f}" for label in result.labels]
-        out.write((" ".join(chosen) if chosen else NO_LABEL) + "\n")
-    else:
-        shown = list(result.probabilities.items())[: top_k or 1]
-        out.write("\t".join(f"{label}\t{p:.4f}" for label, p in shown) + "\n")
-    from rnnclf.inference.explain import summary
+    out.write(prediction_line(result, top_k, as_json) + "\n")  # the same line as the fast path's
+    if explanation is None:
+        return
+    from rnnclf.inference.explain import summary  # imports torch: only when there is an explanation
 
     for each in explanations(explanation):
         out.write(f"  why {each.label}: {summary(each)}\n")
@@ -333,7 +329,7 @@ def export_summary(result: Any, probe_lengths: Iterable[int]) -> None:
     shown = f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
     stdout.print(
         f"wrote {result.model} ({result.format}, {shown}) and {result.metadata} "
-        "(tokenizer settings, vocabulary, labels)",
+        "(tokenizer rules, vocabulary, labels)",
         markup=False,
     )
     if result.max_difference is not None:
@@ -342,6 +338,23 @@ def export_summary(result: Any, probe_lengths: Iterable[int]) -> None:
             f"of {', '.join(map(str, probe_lengths))} tokens in one padded batch",
             markup=False,
         )
+    quantization = getattr(result, "quantization", None)
+    if quantization:
+        stdout.print(
+            f"int8: {quantization['int8_bytes'] / 1e6:.1f} MB, {quantization['size_ratio']:.0%} of the fp32 "
+            f"model's {quantization['fp32_bytes'] / 1e6:.1f} MB; probabilities within "
+            f"{quantization['probe_max_difference']:.1e} of fp32 on the same documents",
+            markup=False,
+        )
+        scores = quantization["validation"]
+        if "error" not in scores:
+            metric = scores["metric"].replace("_", "-")
+            stdout.print(
+                f"int8 on validation ({scores['documents']:,} documents): {metric} {scores['int8']:.4f} vs "
+                f"fp32 {scores['fp32']:.4f} ({100 * scores['difference']:+.2f} points), same label for "
+                f"{scores['agreement']:.2%} of documents",
+                markup=False,
+            )
     for text in result.notes:
         note(text)
 

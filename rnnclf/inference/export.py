@@ -1,5 +1,7 @@
 """Export a trained classifier as a deployable model: TorchScript (.pt) or ONNX (.onnx), plus a JSON file
-beside it with everything needed to feed it (tokenizer settings, vocabulary, label names).
+beside it with everything needed to feed it (the tokenizer's rules as data, vocabulary, label names). ONNX
+may also be quantized to int8 weights (ONNX Runtime's dynamic quantization), scored beside fp32 on the
+run's validation split. With no --out, ONNX goes into the run folder (rnnclf.inference.backends).
 
     inputs   ids      int64 (batch, time)  token ids, right-padded with pad_index (0)
              lengths  int64 (batch,)       real tokens per document, >= 1
@@ -25,6 +27,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -37,12 +41,20 @@ from torch import nn
 from rnnclf import __version__
 from rnnclf.errors import MissingExtra, RnnclfError
 from rnnclf.files import atomic_write
+from rnnclf.inference.backends import fingerprint
+from rnnclf.inference.onnx_predictor import INT8_FILE, ONNX_FILE, OnnxPredictor
 from rnnclf.inference.predict import Predictor
 from rnnclf.runs import checkpoint
-from rnnclf.text.encoding import PAD, UNK
+from rnnclf.text.rules import PAD, UNK, tokenizer_rules, truncation
 
 Format = Literal["torchscript", "onnx"]
 FORMATS: tuple[str, ...] = ("torchscript", "onnx")
+QUANTIZATIONS: tuple[str, ...] = ("int8",)
+# int8: ONNX Runtime's dynamic quantization of these operators' weights (int8, one scale per tensor;
+# activations quantized on the fly): the word vectors (Gather, most of the file), the LSTM cells and the
+# matrix products. GRU and Elman (RNN) cells have no int8 kernel there and stay fp32.
+QUANTIZED_OPERATORS = ["Gather", "MatMul", "LSTM"]
+MAX_INT8_SHARE = 1 / 3  # an int8 file larger than this share of the fp32 one is reported
 KIND = "rnnclf-export"
 ONNX_OPSET = 17
 TOLERANCE = 1e-5  # largest allowed difference in any probability between exported and eager model
@@ -74,6 +86,7 @@ class Exported:
     format: str
     max_difference: float | None  # largest probability difference found by the check; None: not checked
     notes: list[str] = field(default_factory=list)
+    quantization: dict[str, Any] | None = None  # int8: sizes, and fp32 vs int8 scores on validation
 
 
 def metadata_path(out: Path) -> Path:
@@ -181,17 +194,22 @@ def _verify(model: Deployable, run: Callable, vocab_size: int) -> float:
 
 
 def metadata(predictor: Predictor, source: Path, format: str, model_file: str) -> dict[str, Any]:
-    """The JSON that travels with the exported model: how to turn text into its inputs, and what its
-    outputs mean."""
+    """The JSON that travels with the exported model: how to turn text into its inputs (the tokenizer's
+    rules as data, truncation, specials, vocabulary), what its outputs mean, and which checkpoint it
+    came from (rnnclf.inference.backends.current tells whether it still matches)."""
     itos = predictor.vocab.get_itos()
-    text = predictor.config.text
+    text, data = predictor.config.text, predictor.config.data
+    pad_index = itos.index(PAD) if PAD in itos else 0
+    unk_index = itos.index(UNK) if UNK in itos else 1
     return {
         "kind": KIND,
         "format": format,
         "model_file": model_file,
         "rnnclf_version": __version__,
-        "checkpoint": str(source),
+        "checkpoint": str(source.resolve()),
         "checkpoint_format_version": checkpoint.FORMAT_VERSION,
+        **fingerprint(source),
+        "quantized": None,
         "inputs": {
             "ids": "int64 (batch, time): token ids (vocab index), right-padded with pad_index",
             "lengths": "int64 (batch,): real tokens per document, at least 1",
@@ -207,33 +225,70 @@ def metadata(predictor: Predictor, source: Path, format: str, model_file: str) -
         },
         "multi_label": predictor.multi_label,
         **({"thresholds": predictor.thresholds} if predictor.multi_label else {}),
-        "text": {
+        # How text becomes ids, as data: tokenizer rules (applied in order: lowercase, each regex
+        # replacement, strip, split), then truncation, then the vocabulary (unknown: unk_index).
+        "tokenizer": tokenizer_rules(text.tokenizer),
+        "truncation": truncation(text.max_length, text.truncate),
+        "specials": {
+            "pad": PAD,
+            "pad_index": pad_index,
+            "unk": UNK,
+            "unk_index": unk_index,
+            "empty_document": "one unk_index token",
+        },
+        "text": {  # the settings by name (as in rnnclf's config), kept for readers of earlier exports
             "tokenizer": text.tokenizer,
             "max_length": text.max_length,
             "truncate": text.truncate,
             "empty_document": "one unk_index token",
         },
-        "pad_index": itos.index(PAD) if PAD in itos else 0,
-        "unk_index": itos.index(UNK) if UNK in itos else 1,
+        "pad_index": pad_index,
+        "unk_index": unk_index,
+        # How `rnnclf eval` reads labelled files for this model (its test data by default).
+        "data": {
+            "test": data.test,
+            "format": data.format,
+            "text_column": data.text_column,
+            "label_column": data.label_column,
+            "label_separator": data.label_separator,
+        },
         "labels": predictor.labels,
         "vocab": itos,
+        "config": predictor.config.to_dict(),  # the run's whole config, for `rnnclf serve`'s GET /model
     }
 
 
-def export_model(checkpoint_path: str | Path, format: str, out: str | Path) -> Exported:
-    """Write the model at `checkpoint_path` to `out` in `format`, plus its JSON metadata beside it."""
+def default_out(checkpoint_path: Path, format: str, quantize: str | None) -> Path:
+    """No --out: ONNX goes into the run folder, beside the checkpoint, where `--backend auto` finds it
+    (int8 under its own name, which auto never picks); TorchScript needs --out."""
+    if format != "onnx":
+        raise RnnclfError("--out: needed for --format torchscript (only ONNX has a place in the run folder)")
+    return checkpoint_path.parent / (INT8_FILE if quantize else ONNX_FILE)
+
+
+def export_model(
+    checkpoint_path: str | Path, format: str, out: str | Path | None = None, quantize: str | None = None
+) -> Exported:
+    """Write the model at `checkpoint_path` to `out` in `format` (None: RUN/model.onnx, or
+    RUN/model.int8.onnx with quantize="int8"), plus its JSON metadata beside it."""
     if format not in FORMATS:
         raise RnnclfError(f"--format {format}: unknown; choose {' or '.join(FORMATS)}")
-    out = Path(out)
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise RnnclfError(f"--quantize {quantize}: unknown; choose {' or '.join(QUANTIZATIONS)}")
+    if quantize is not None and format != "onnx":
+        raise RnnclfError("--quantize int8: only with --format onnx")
+    source = Path(checkpoint_path)
+    out = default_out(source, format, quantize) if out is None else Path(out)
     meta = metadata_path(out)
     if out.is_dir():
         example = out / f"model.{_suffix(format)}"
         raise RnnclfError(f"--out {out}: is a folder; give a file name, e.g. {example}")
     if not out.parent.is_dir():
         raise RnnclfError(f"--out {out}: folder {out.parent} does not exist")
-    source = Path(checkpoint_path)
     predictor = Predictor.from_checkpoint(source)
     model = Deployable(predictor.model, predictor.multi_label).eval()
+    if quantize is not None:
+        return _export_int8(predictor, model, source, out)
     vocab_size = len(predictor.vocab)
     example = _random_batch((7, 3, 5), vocab_size, seed=0)  # mixed lengths: the padded path gets traced
     notes = []
@@ -252,6 +307,119 @@ def export_model(checkpoint_path: str | Path, format: str, out: str | Path) -> E
             )
     atomic_write(meta, json.dumps(metadata(predictor, source, format, out.name), ensure_ascii=False).encode())
     return Exported(out, meta, format, difference, notes)
+
+
+def _export_int8(predictor: Predictor, model: Deployable, source: Path, out: Path) -> Exported:
+    """An fp32 ONNX export (checked as usual) quantized to int8 weights; the int8 model is scored beside
+    the fp32 one on the run's validation split and the difference is reported and recorded."""
+    try:
+        import onnxruntime  # noqa: F401
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError:
+        raise MissingExtra("--quantize int8", "onnxruntime", "onnx") from None
+    vocab_size = len(predictor.vocab)
+    example = _random_batch((7, 3, 5), vocab_size, seed=0)
+    with tempfile.TemporaryDirectory(prefix=".rnnclf-int8-", dir=out.parent) as folder:
+        fp32, int8 = Path(folder) / ONNX_FILE, Path(folder) / INT8_FILE
+        run = _write_onnx(model, example, fp32)
+        assert run is not None  # onnxruntime is installed (imported above)
+        difference = _verify(model, run, vocab_size)
+        if not difference <= TOLERANCE:
+            raise RnnclfError(
+                f"export to onnx is wrong: probabilities differ by {difference:.2e} from the model's own; "
+                "nothing was written"
+            )
+        fp32_meta = metadata(predictor, source, "onnx", fp32.name)
+        atomic_write(metadata_path(fp32), json.dumps(fp32_meta, ensure_ascii=False).encode())
+        # Its advice to run a pre-processing step (shape inference for other operators) goes to the
+        # root logger; this graph's quantized operators need none of it.
+        logging.disable(logging.WARNING)
+        try:
+            with _quiet_export(), contextlib.redirect_stdout(io.StringIO()):
+                quantize_dynamic(
+                    fp32, int8, weight_type=QuantType.QInt8, op_types_to_quantize=QUANTIZED_OPERATORS
+                )
+        finally:
+            logging.disable(logging.NOTSET)
+        int8_meta = {**fp32_meta, "model_file": out.name, "quantized": "int8"}
+        atomic_write(metadata_path(int8), json.dumps(int8_meta, ensure_ascii=False).encode())
+        sizes = {"fp32_bytes": fp32.stat().st_size, "int8_bytes": int8.stat().st_size}
+        ids, lengths = _random_batch(PROBE_LENGTHS, vocab_size, seed=1)
+        probe = OnnxPredictor(int8).session.run(
+            ["probabilities"], {"ids": ids.numpy(), "lengths": lengths.numpy()}
+        )
+        with torch.no_grad():
+            expected = model(ids, lengths)[1]
+        probe_difference = float((torch.from_numpy(probe[0]) - expected).abs().max())
+        quantization = {
+            "type": "int8",
+            "operators": QUANTIZED_OPERATORS,
+            **sizes,
+            "size_ratio": sizes["int8_bytes"] / sizes["fp32_bytes"],
+            "probe_max_difference": probe_difference,
+            "validation": _validation_scores(predictor, fp32, int8),
+        }
+        int8_meta["quantization"] = quantization
+        atomic_write(out, int8.read_bytes())
+    atomic_write(metadata_path(out), json.dumps(int8_meta, ensure_ascii=False).encode())
+    notes = []
+    if quantization["size_ratio"] > MAX_INT8_SHARE:
+        notes.append(
+            f"the int8 file is {quantization['size_ratio']:.0%} of the fp32 one's size "
+            f"(GRU and RNN cells have no int8 kernel in ONNX Runtime and stay fp32)"
+        )
+    if quantization["validation"].get("error"):
+        notes.append(f"int8 accuracy not measured: {quantization['validation']['error']}")
+    return Exported(out, metadata_path(out), "onnx", difference, notes, quantization)
+
+
+def _validation_scores(predictor: Predictor, fp32: Path, int8: Path) -> dict[str, Any]:
+    """fp32 and int8 ONNX scores on the run's validation split (data.valid, or the share of train held
+    out with train.seed, as training drew it): {"metric", "documents", "fp32", "int8", "difference",
+    "agreement"} (agreement: share of documents given the same label, or label set); {"error"} when the
+    data cannot be read."""
+    from rnnclf.data import read_configured, stratified_split
+
+    data, seed = predictor.config.data, predictor.config.train.seed
+    try:
+        examples = read_configured(data.valid or data.train, data)
+    except RnnclfError as err:
+        return {"error": str(err)}
+    texts, labels = examples.texts, examples.labels
+    if data.valid is None:
+        firsts = [(each[0] if each else "") for each in labels] if data.multi_label else labels
+        _, held_out = stratified_split(firsts, data.valid_fraction, seed)
+        texts, labels = [texts[i] for i in held_out], [labels[i] for i in held_out]
+    scores, decisions = {}, {}
+    for name, path in (("fp32", fp32), ("int8", int8)):
+        scorer = OnnxPredictor(path)
+        probabilities = scorer.probabilities(texts)  # (N, L)
+        if data.multi_label:
+            import numpy as np
+
+            from rnnclf.inference.onnx_predictor import _label_matrix, multilabel_scores
+
+            chosen = probabilities >= np.array(scorer.thresholds)
+            gold = _label_matrix(labels, scorer.labels, examples.source)
+            scores[name] = multilabel_scores(gold, chosen, scorer.labels, scorer.thresholds)["micro_f1"]
+            decisions[name] = [tuple(row) for row in chosen.tolist()]
+        else:
+            index = {label: i for i, label in enumerate(scorer.labels)}
+            guesses = probabilities.argmax(axis=1).tolist()
+            known = [
+                (index[label], guess) for label, guess in zip(labels, guesses, strict=True) if label in index
+            ]
+            scores[name] = sum(gold == guess for gold, guess in known) / max(1, len(known))
+            decisions[name] = guesses
+    agreement = sum(a == b for a, b in zip(decisions["fp32"], decisions["int8"], strict=True))
+    return {
+        "metric": "micro_f1" if data.multi_label else "accuracy",
+        "documents": len(texts),
+        "fp32": scores["fp32"],
+        "int8": scores["int8"],
+        "difference": scores["int8"] - scores["fp32"],
+        "agreement": agreement / max(1, len(texts)),
+    }
 
 
 def _suffix(format: str) -> str:

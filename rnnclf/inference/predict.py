@@ -10,7 +10,6 @@ overrides them all).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import torch
 from rnnclf.batching import Encoded
 from rnnclf.config import Config, validate
 from rnnclf.errors import RnnclfError
+from rnnclf.inference.prediction import Prediction
 from rnnclf.inference.scoring import logits_for
 from rnnclf.models.addons import build_model
 from rnnclf.runs import checkpoint
@@ -28,21 +28,11 @@ from rnnclf.text.encoding import encode_texts
 from rnnclf.text.vocab import Vocab
 
 
-@dataclass
-class Prediction:
-    text: str
-    label: str  # the most likely label (multi-label: the most likely chosen one, "" when none is)
-    probabilities: dict[str, float]  # most likely first
-    labels: list[str] | None = None  # multi-label: the chosen labels, most likely first (maybe none)
-
-    def to_dict(self) -> dict[str, Any]:
-        if self.labels is not None:
-            return {"text": self.text, "labels": self.labels, "probabilities": self.probabilities}
-        return {"text": self.text, "label": self.label, "probabilities": self.probabilities}
-
-
 class Predictor:
-    """A trained model ready to label text."""
+    """A trained model ready to label text (rnnclf.inference.backends.load_predictor chooses between
+    this and ONNX Runtime's OnnxPredictor, which has the same public methods)."""
+
+    backend = "torch"
 
     def __init__(
         self,
@@ -70,6 +60,7 @@ class Predictor:
         self.precision = "fp32" if precision == "fp16" and self.device.type != "cuda" else precision
         self.model.to(self.device).eval()
         self.state = state
+        self.path: Path | None = None  # the checkpoint file, when loaded from one
         self.multi_label = self.config.data.multi_label
         self.thresholds = self._thresholds(state, threshold, source)
 
@@ -95,7 +86,9 @@ class Predictor:
         cls, path: str | Path, device: str = "cpu", threshold: float | None = None
     ) -> Predictor:
         prepare_cpu()
-        return cls(checkpoint.load(path), source=str(path), device=device, threshold=threshold)
+        predictor = cls(checkpoint.load(path), source=str(path), device=device, threshold=threshold)
+        predictor.path = Path(path)
+        return predictor
 
     def to_probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Logits (N, C) -> probabilities: softmax over classes, or each label's sigmoid (multi-label)."""

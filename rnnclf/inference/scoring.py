@@ -22,7 +22,7 @@ from rnnclf.batching import Encoded, collate, evaluation_batches, shard
 from rnnclf.config import Config
 from rnnclf.errors import RnnclfError
 from rnnclf.inference.workers import run_parallel, scoring_threads
-from rnnclf.reports.metrics import classification_report
+from rnnclf.reports.metrics import classification_report, headline  # noqa: F401  (headline: used from here)
 from rnnclf.reports.multilabel_metrics import choose_thresholds, decide, multilabel_report
 from rnnclf.runtime import autocast
 
@@ -96,13 +96,6 @@ def report(
     elif not isinstance(thresholds, list):
         thresholds = choose_thresholds(probabilities, gold, thresholds)
     return {"loss": loss, **multilabel_report(gold, decide(probabilities, thresholds), labels, thresholds)}
-
-
-def headline(scores: dict[str, Any]) -> tuple[str, float]:
-    """The one score a summary line shows: ("micro-F1", value) for multi-label scores, else accuracy."""
-    if scores.get("multi_label"):
-        return "micro-F1", scores["micro_f1"]
-    return "accuracy", scores["accuracy"]
 
 
 def evaluate(

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
-import importlib.util
 import json
 import logging
 import logging.config
@@ -120,12 +118,9 @@ def load_scorer(path: Path, backend: str, workers: int = 1) -> Scorer:
     """The predictor for `backend`; torch gets the cores this process may use, less one for the event
     loop (under load the event loop used about half the CPU time of the scoring thread, TREC model)."""
     if backend == "onnx":
-        if importlib.util.find_spec("rnnclf.inference.backends") is None:
-            raise RnnclfError(
-                "--backend onnx: this rnnclf has no ONNX Runtime backend yet; use --backend torch"
-            )
-        backends = importlib.import_module("rnnclf.inference.backends")  # its own errors name its extra
-        return backends.load_predictor(path, backend="onnx")
+        from rnnclf.inference.backends import load_predictor  # its errors name the extra and the export
+
+        return load_predictor(path, backend="onnx")
     # oneDNN (torch's CPU LSTM) caches a compiled kernel per input shape, up to 1,024 of them: a server
     # sees many batch shapes, and its memory grew ~100 MB over the first minute of load before levelling
     # off. 64 kept it within ~15 MB of the start at no measured cost in speed (BENCHMARKS.md, Serving).
@@ -146,7 +141,13 @@ def describe(scorer: Scorer, path: Path, backend: str) -> dict[str, Any]:
     from rnnclf.runs.info import model_summary
 
     config = getattr(scorer, "config", None)
-    config_dict = config.to_dict() if hasattr(config, "to_dict") else (config or {})
+    if hasattr(config, "to_dict"):  # torch: the run's Config
+        config_dict = config.to_dict()
+    else:  # ONNX Runtime: the export's JSON (its data and text settings, and the config when recorded)
+        meta = getattr(scorer, "metadata", None) or {}
+        config_dict = meta.get("config") or {
+            section: dict(vars(getattr(config, section))) for section in ("data", "text") if config
+        }
     state = getattr(scorer, "state", None) or {}
     folder = path if path.is_dir() else path.parent
     metrics = rundir.read_metrics(folder) or {}

@@ -44,3 +44,10 @@ def classification_report(gold: list[int], predicted: list[int], labels: list[st
         "confusion_matrix": matrix,
         "labels": list(labels),
     }
+
+
+def headline(scores: dict[str, Any]) -> tuple[str, float]:
+    """The one score a summary line shows: ("micro-F1", value) for multi-label scores, else accuracy."""
+    if scores.get("multi_label"):
+        return "micro-F1", scores["micro_f1"]
+    return "accuracy", scores["accuracy"]

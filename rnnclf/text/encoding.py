@@ -22,24 +22,14 @@ import torch
 from rnnclf.batching import Encoded, offsets_of, ranges
 from rnnclf.config import TextConfig
 from rnnclf.text.fasttokens import tokenize_many
+from rnnclf.text.rules import PAD, SPECIALS, UNK, cutter  # noqa: F401  (PAD, SPECIALS: used from here)
 from rnnclf.text.tokenizers import get_tokenizer
 from rnnclf.text.vocab import Vocab
 
-PAD, UNK = "<pad>", "<unk>"
-SPECIALS = [PAD, UNK]
-
 
 def truncator(text_config: TextConfig) -> Callable[[list[str]], list[str]]:
-    """Cut a token list to text.max_length: keep the head, the tail, or both (a quarter of the budget
-    for the opening, the rest for the ending, where reviews and articles tend to conclude)."""
-    limit = text_config.max_length
-    if text_config.truncate == "tail":
-        return lambda tokens: tokens[-limit:]
-    if text_config.truncate == "head_tail":
-        head = limit // 4
-        tail = limit - head
-        return lambda tokens: tokens if len(tokens) <= limit else tokens[:head] + tokens[len(tokens) - tail :]
-    return lambda tokens: tokens[:limit]
+    """Cut a token list to text.max_length (rnnclf.text.rules.cutter: head, tail, or both)."""
+    return cutter(text_config.max_length, text_config.truncate)
 
 
 def tokens_of(text: str, text_config: TextConfig) -> list[str]:

@@ -90,9 +90,18 @@ def storage_url(tune_dir: Path, storage: str | None) -> str:
 
 
 def _importable(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
+    """Whether a PostgreSQL driver is installed (psycopg or psycopg2: known names, nothing imported by a
+    name read from input)."""
+    try:
+        if module == "psycopg":
+            import psycopg  # noqa: F401
+        elif module == "psycopg2":
+            import psycopg2  # noqa: F401
+        else:
+            raise ValueError(module)
+    except ImportError:
+        return False
+    return True
 
 
 def _storage(optuna: Any, tune_dir: Path, storage: str | None, attempts: int = 5) -> Any:
