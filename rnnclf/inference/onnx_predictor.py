@@ -18,13 +18,12 @@ import logging
 import os
 import threading
 from collections.abc import Iterable, Iterator
-from itertools import islice
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from rnnclf.errors import MissingExtra, RnnclfError
-from rnnclf.inference.prediction import Prediction
+from rnnclf.inference.prediction import Prediction, in_chunks
 from rnnclf.text.fasttokens import tokenize_many
 from rnnclf.text.rules import cutter
 from rnnclf.text.tokenizers import get_tokenizer
@@ -225,9 +224,7 @@ class OnnxPredictor:
         self, texts: Iterable[str], top_k: int | None = None, chunk: int = 2048
     ) -> Iterator[Prediction]:
         """Predict an unbounded stream in chunks: memory stays bounded, output order is input order."""
-        iterator = iter(texts)
-        while block := list(islice(iterator, chunk)):
-            yield from self.predict(block, top_k)
+        return in_chunks(self.predict, texts, top_k, chunk)
 
 
 def run_parallel(jobs: list[Any], threads: int) -> None:

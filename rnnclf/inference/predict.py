@@ -10,7 +10,6 @@ overrides them all).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import torch
 from rnnclf.batching import Encoded
 from rnnclf.config import Config, validate
 from rnnclf.errors import RnnclfError
-from rnnclf.inference.prediction import Prediction
+from rnnclf.inference.prediction import Prediction, in_chunks
 from rnnclf.inference.scoring import logits_for
 from rnnclf.models.addons import build_model
 from rnnclf.runs import checkpoint
@@ -125,9 +124,7 @@ class Predictor:
         self, texts: Iterable[str], top_k: int | None = None, chunk: int = 2048
     ) -> Iterator[Prediction]:
         """Predict an unbounded stream in chunks: memory stays bounded, output order is input order."""
-        iterator = iter(texts)
-        while block := list(islice(iterator, chunk)):
-            yield from self.predict(block, top_k)
+        return in_chunks(self.predict, texts, top_k, chunk)
 
     def _predict_sets(self, texts: list[str], top_k: int | None) -> list[Prediction]:
         """Multi-label predictions: the labels at or above their thresholds, most likely first, at most

@@ -4,7 +4,9 @@ server print the same shape whichever scored it. Torch-free on purpose."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 
@@ -19,3 +21,16 @@ class Prediction:
         if self.labels is not None:
             return {"text": self.text, "labels": self.labels, "probabilities": self.probabilities}
         return {"text": self.text, "label": self.label, "probabilities": self.probabilities}
+
+
+def in_chunks(
+    predict: Callable[[list[str], int | None], list[Prediction]],
+    texts: Iterable[str],
+    top_k: int | None = None,
+    chunk: int = 2048,
+) -> Iterator[Prediction]:
+    """An unbounded stream predicted `chunk` documents at a time (each backend's predict_stream): memory
+    stays bounded, output order is input order."""
+    iterator = iter(texts)
+    while block := list(islice(iterator, chunk)):
+        yield from predict(block, top_k)
