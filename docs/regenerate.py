@@ -133,6 +133,7 @@ def replace_samples(samples: dict[str, str], scratch: Path) -> list[str]:
                 raise SystemExit(f"{page.name}: no sample named {name!r}")
             used.add(name)
             shown = samples[name].replace(str(scratch) + "/", "").replace(str(scratch), ".")
+            shown = shown.replace(str(ROOT) + "/", "")  # the project's files as paths from its root
             return match.group(1) + shown.rstrip("\n") + "\n" + match.group(4)
 
         page.write_text(MARKER.sub(fill, text), encoding="utf-8")
