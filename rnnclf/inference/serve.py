@@ -451,7 +451,10 @@ class _Server(uvicorn.Server):
 def _bound_socket(host: str, port: int) -> socket.socket:
     """The listening socket, bound here so a taken port is a one-line error (exit 2)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto IPPROTO_TCP, not the default 0: asyncio turns Nagle off (TCP_NODELAY) only on accepted sockets
+    # whose proto says TCP. Without it every answer, written as headers then body, waited for the client's
+    # delayed ACK: ~44 ms a request, even GET /health (BENCHMARKS.md, "Serving").
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
