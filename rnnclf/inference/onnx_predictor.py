@@ -23,7 +23,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from rnnclf.errors import MissingExtra, RnnclfError
-from rnnclf.inference.prediction import Prediction, in_chunks
+from rnnclf.inference.prediction import Prediction, in_chunks, threshold_override
 from rnnclf.text.fasttokens import tokenize_many
 from rnnclf.text.rules import cutter
 from rnnclf.text.tokenizers import get_tokenizer
@@ -132,11 +132,7 @@ class OnnxPredictor:
     def _thresholds(self, meta: dict[str, Any], override: float | None) -> list[float]:
         """Multi-label decision thresholds, one per label: the override, else the export's."""
         if override is not None:
-            if not self.multi_label:
-                raise RnnclfError("--threshold: this model is single-label (it picks the most likely label)")
-            if not 0.0 < override < 1.0:
-                raise RnnclfError(f"--threshold {override}: must lie strictly between 0 and 1")
-            return [float(override)] * len(self.labels)
+            return threshold_override(override, self.multi_label, len(self.labels))
         saved = meta.get("thresholds") or [0.5] * len(self.labels)
         if len(saved) != len(self.labels):
             raise RnnclfError(f"{self.path}.json: {len(saved)} thresholds for {len(self.labels)} labels")

@@ -18,7 +18,7 @@ import torch
 from rnnclf.batching import Encoded
 from rnnclf.config import Config, validate
 from rnnclf.errors import RnnclfError
-from rnnclf.inference.prediction import Prediction, in_chunks
+from rnnclf.inference.prediction import Prediction, in_chunks, threshold_override
 from rnnclf.inference.scoring import logits_for
 from rnnclf.models.addons import build_model
 from rnnclf.runs import checkpoint
@@ -66,11 +66,7 @@ class Predictor:
     def _thresholds(self, state: dict[str, Any], override: float | None, source: str) -> list[float]:
         """Multi-label decision thresholds, one per label: the override, else the checkpoint's."""
         if override is not None:
-            if not self.multi_label:
-                raise RnnclfError("--threshold: this model is single-label (it picks the most likely label)")
-            if not 0.0 < override < 1.0:
-                raise RnnclfError(f"--threshold {override}: must lie strictly between 0 and 1")
-            return [float(override)] * len(self.labels)
+            return threshold_override(override, self.multi_label, len(self.labels))
         saved = state.get("thresholds")
         if saved is None:  # a run stopped before its thresholds were chosen: the neutral default
             return [0.5] * len(self.labels)

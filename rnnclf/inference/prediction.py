@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
+from rnnclf.errors import RnnclfError
+
 
 @dataclass
 class Prediction:
@@ -34,3 +36,12 @@ def in_chunks(
     iterator = iter(texts)
     while block := list(islice(iterator, chunk)):
         yield from predict(block, top_k)
+
+
+def threshold_override(override: float, multi_label: bool, labels: int) -> list[float]:
+    """`--threshold T`: T for every label of a multi-label model (each backend's thresholds)."""
+    if not multi_label:
+        raise RnnclfError("--threshold: this model is single-label (it picks the most likely label)")
+    if not 0.0 < override < 1.0:
+        raise RnnclfError(f"--threshold {override}: must lie strictly between 0 and 1")
+    return [float(override)] * labels

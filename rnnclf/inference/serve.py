@@ -465,17 +465,17 @@ def _bound_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _config(app: Any, settings: ServeSettings) -> uvicorn.Config:
-    return uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        access_log=settings.access_log,
-        limit_concurrency=settings.max_connections,
-        timeout_graceful_shutdown=settings.graceful_seconds,
-        server_header=False,
-        log_level="info",
-    )
+def _options(settings: ServeSettings) -> dict[str, Any]:
+    """uvicorn's settings, the same for one process (uvicorn.Config) and for --workers (uvicorn.run)."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "access_log": settings.access_log,
+        "limit_concurrency": settings.max_connections,
+        "timeout_graceful_shutdown": settings.graceful_seconds,
+        "server_header": False,
+        "log_level": "info",
+    }
 
 
 def _announce(settings: ServeSettings, path: Path) -> None:
@@ -505,7 +505,7 @@ def serve(settings: ServeSettings) -> None:
     if settings.workers == 1:
         app = build_app(load_scorer(path, settings.backend), settings, path)
         sock = _bound_socket(settings.host, settings.port)
-        server = _Server(_config(app, settings))
+        server = _Server(uvicorn.Config(app, **_options(settings)))
         _announce(settings, path)
         server.run(sockets=[sock])
         return
@@ -517,13 +517,7 @@ def serve(settings: ServeSettings) -> None:
     _announce(settings, path)
     uvicorn.run(
         "rnnclf.inference.serve:app_from_environment",
-        host=settings.host,
-        port=settings.port,
         factory=True,
         workers=settings.workers,
-        access_log=settings.access_log,
-        limit_concurrency=settings.max_connections,
-        timeout_graceful_shutdown=settings.graceful_seconds,
-        server_header=False,
-        log_level="info",
+        **_options(settings),
     )
