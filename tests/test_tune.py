@@ -339,7 +339,12 @@ def _wait_for(path: Path, process: subprocess.Popen, seconds: float = 120) -> No
 
 @pytest.mark.slow
 def test_sigterm_prints_the_resume_command_and_kill_9_loses_only_the_running_trial(tiny_config: Path) -> None:
-    configure(tiny_config, {**SPACE, "train.epochs": [4]}, trials=4, budget="10m")
+    # 12 epochs that early stopping never cuts short: trial 1 is still running when the signal lands
+    # (with 4 epochs, on a quiet machine, it sometimes finished between its first epoch and the signal).
+    configure(tiny_config, {**SPACE, "train.epochs": [12]}, trials=4, budget="10m")
+    raw = yaml.safe_load(tiny_config.read_text(encoding="utf-8"))
+    raw["train"]["patience"] = 100
+    tiny_config.write_text(yaml.safe_dump(raw), encoding="utf-8")
     process = _tune_process(tiny_config, "--run-dir", "tuned")
     _wait_for(Path("tuned/trials/0001/metrics.jsonl"), process)
     process.send_signal(signal.SIGTERM)
