@@ -65,6 +65,22 @@ def scoring_alone(model: str, data: str) -> tuple[int, float]:
     return len(encoded), len(encoded) / (time.perf_counter() - started)
 
 
+def onnx_scoring_alone(model: str, data: str, repeats: int) -> list[float]:
+    """Documents/s of an ONNX model's session runs alone (encoded once beforehand, the predictor's
+    batches and threads): the floor of the ONNX eval path, tokenizing, reading and start-up excluded."""
+    from rnnclf.data.documents import labelled_to_score
+    from rnnclf.inference.onnx_predictor import OnnxPredictor
+
+    predictor = OnnxPredictor(model)
+    ids, lengths = predictor.encode(labelled_to_score(data, predictor.config.data).texts)
+    rates = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        predictor.scores(ids, lengths)
+        rates.append(len(lengths) / (time.perf_counter() - started))
+    return rates
+
+
 def summary(times: list[float], digits: int = 2) -> str:
     return f"median {statistics.median(times):.{digits}f} s ({', '.join(f'{t:.{digits}f}' for t in times)})"
 
@@ -136,6 +152,10 @@ def backends(args: argparse.Namespace) -> None:
             f"  {name:5s} {rates[name]:7,.0f} documents/s ({', '.join(f'{t:.1f}' for t in times[name])} s)"
             f"{ratio}, accuracy {reports[name]['accuracy']:.4f}"
         )
+    for name in (name for name in chosen if name != "torch"):
+        alone = statistics.median(onnx_scoring_alone(models[name], args.data, args.repeats))
+        ratio = f", {alone / rates['torch']:.2f}x torch's eval" if "torch" in rates else ""
+        print(f"  floor, {name} session runs alone (encoded beforehand): {alone:7,.0f} documents/s{ratio}")
     text = "An honest, funny and moving film; the best I have seen this year."
     cold: dict[str, list[float]] = {"onnx": [], "torch": []}
     floors: dict[str, list[float]] = {"python -c pass": [], "import onnxruntime": [], "import torch": []}

@@ -11,7 +11,10 @@ Then it starts `rnnclf serve` on a free port of 127.0.0.1 and, all bounded by --
 2. open loop at 4x the questions/s of (1): requests are sent on a fixed schedule whether or not the
    earlier ones were answered: the share answered 503, the latency of the rest, the server's resident
    memory read every second (/proc/PID/status VmRSS), its start and peak;
-3. with --imdb-model: 32 clients sending 1 IMDB test review each: reviews/s.
+3. with --imdb-model: 32 clients sending 1 IMDB test review each, then 1-8 each: reviews/s, and the
+   server's mean batch (documents per scoring call, from /health); after the server stops, the floor
+   of each: the IMDB model's scoring alone in this process (its own threads, no HTTP) on random batches
+   of that mean size. --imdb-only skips 1 and 2.
 
 The clients are a small asyncio HTTP/1.1 client (keep-alive, no library) in this process: on a 2-core
 machine it shares the cores with the server, so its CPU time is reported beside the results.
@@ -182,6 +185,7 @@ async def closed_loop(
     sampler.cancel()
     return {
         "memory_mb": [round(value) for value in memory],
+        "documents": documents,
         "documents_per_s": documents / elapsed,
         "requests_per_s": len(latencies) / elapsed,
         "p50_ms": percentile(latencies, 0.5) * 1000,
@@ -264,6 +268,59 @@ def scoring_floor(model: Path, pool: list[str], seconds: float) -> float:
     return done / (time.perf_counter() - began)
 
 
+def imdb_floor(model: Path, pool: list[str], batch: int, seconds: float) -> float:
+    """Reviews/s of the IMDB model's scoring alone (no HTTP), on random batches of `batch` reviews, as
+    the server's scoring thread calls it (the ONNX predictor spreads a call over the cores itself)."""
+    if model.suffix == ".onnx":
+        from rnnclf.inference.onnx_predictor import OnnxPredictor
+
+        predictor = OnnxPredictor(model)
+    else:
+        from rnnclf.inference.predict import Predictor
+        from rnnclf.runs.rundir import resolve_checkpoint
+
+        predictor = Predictor.from_checkpoint(resolve_checkpoint(str(model)))
+    generator = random.Random(3)
+    predictor.predict(generator.sample(pool, batch))  # warm-up
+    done, began = 0, time.perf_counter()
+    while time.perf_counter() < began + seconds:
+        texts = generator.sample(pool, batch)
+        [prediction.to_dict() for prediction in predictor.predict(texts)]
+        done += len(texts)
+    return done / (time.perf_counter() - began)
+
+
+def scoring_calls(port: int) -> int:
+    """The server's scoring calls so far (GET /health)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as answer:
+        return int(json.loads(answer.read())["batches"])
+
+
+def serve_imdb(model: Path, seconds: float, clients: int, flags: list[str]) -> dict:
+    """Closed loops of IMDB reviews (1 per request, then 1-8), each with the server's mean batch and,
+    after the server stops, the floor at that batch."""
+    reviews = texts_of(IMDB / "test.csv.gz")[:5000]
+    results: dict = {}
+    port = free_port()
+    server = start_server(model, port, *flags)
+    try:
+        for name, sizes in (("imdb", (1, 1)), ("imdb_1_8", (1, 8))):
+            asyncio.run(closed_loop(port, reviews, 2.0, clients, sizes, server.pid))  # warm-up
+            calls = scoring_calls(port)
+            result = asyncio.run(closed_loop(port, reviews, seconds / 2 - 2.0, clients, sizes, server.pid))
+            made = scoring_calls(port) - calls
+            result["mean_batch"] = result["documents"] / max(made, 1)
+            results[name] = result
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    for result in results.values():  # the server has stopped: the floor has the cores to itself
+        result["floor_same_batch_per_s"] = imdb_floor(model, reviews, round(result["mean_batch"]), 5.0)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -273,7 +330,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="the whole load test's bound")
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--flags", default="", help="extra `rnnclf serve` flags, one string")
+    parser.add_argument("--imdb-only", action="store_true", help="only the IMDB part (needs --imdb-model)")
     args = parser.parse_args()
+    if args.imdb_only:
+        if not args.imdb_model:
+            parser.error("--imdb-only needs --imdb-model")
+        results = serve_imdb(args.imdb_model, args.seconds, args.clients, args.flags.split())
+        print(json.dumps(results, indent=1, default=lambda value: round(value, 2)))
+        print_imdb(results)
+        return
     model = args.model or default_model()
     questions = texts_of(TREC / "test.csv.gz")
     results_floor = scoring_floor(model, questions, 5.0)  # before the server starts: not competing
@@ -303,17 +368,7 @@ def main() -> None:
         server.terminate()
         results["server_exit"] = server.wait(timeout=60)
     if args.imdb_model:
-        reviews = texts_of(IMDB / "test.csv.gz")[:5000]
-        port = free_port()
-        server = start_server(args.imdb_model, port, *args.flags.split())
-        try:
-            asyncio.run(closed_loop(port, reviews, 2.0, args.clients, (1, 1), server.pid))
-            results["imdb"] = asyncio.run(
-                closed_loop(port, reviews, share - 2.0, args.clients, (1, 1), server.pid)
-            )
-        finally:
-            server.terminate()
-            server.wait(timeout=60)
+        results |= serve_imdb(args.imdb_model, share, args.clients, args.flags.split())
     print(json.dumps(results, indent=1, default=lambda value: round(value, 2)))
     closed, overload = results["closed"], results["open_4x"]
     print(
@@ -334,11 +389,19 @@ def main() -> None:
         f"{results['after_mb']:.0f} MB after; "
         f"server exit code {results['server_exit']}"
     )
-    if "imdb" in results:
-        print(
-            f"IMDB: {results['imdb']['documents_per_s']:,.0f} reviews/s, "
-            f"p99 {results['imdb']['p99_ms']:.0f} ms"
-        )
+    print_imdb(results)
+
+
+def print_imdb(results: dict) -> None:
+    for name, shape in (("imdb", "1 review"), ("imdb_1_8", "1-8 reviews")):
+        if name in results:
+            result = results[name]
+            print(
+                f"IMDB, {shape} a request: {result['documents_per_s']:,.0f} reviews/s, p99 "
+                f"{result['p99_ms']:.0f} ms, answers {result['statuses']}, mean batch "
+                f"{result['mean_batch']:.1f}; floor, same run: scoring alone on batches of that size "
+                f"{result['floor_same_batch_per_s']:,.0f} reviews/s"
+            )
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 beside it are all it reads. The tokenizer, truncation, vocabulary, labels and multi-label thresholds come
 from the JSON; the same Prediction objects as torch's Predictor come out.
 
-    texts --tokenize, cut (rnnclf.text)--> ids --sort by length, pad, batches of BATCH--> onnxruntime
+    texts --tokenize, cut (rnnclf.text)--> ids --sort by length, pad, batches of 8-16--> onnxruntime
           --> probabilities (N, L) in input order --> Prediction per text
 
 Never imports torch, nor any rnnclf module that does (tests/test_onnx_backend.py checks sys.modules in
@@ -33,11 +33,17 @@ log = logging.getLogger("rnnclf")
 KIND = "rnnclf-export"
 ONNX_FILE = "model.onnx"  # `rnnclf export --format onnx` with no --out: RUN/model.onnx + RUN/model.onnx.json
 INT8_FILE = "model.int8.onnx"  # ... --quantize int8: RUN/model.int8.onnx + its .json
-# Documents per session.run (sorted by length, so a batch pads little). Measured on 4,000 IMDB test
-# reviews, default model, 2 cores, two scoring threads: int8 2,405/2,488/2,164/1,900 reviews/s at batch
-# 8/16/32/64, fp32 1,734/1,697-1,817/1,544-1,640/1,409-1,499 (ONNX Runtime's LSTM kernels favour small
-# batches here; torch's favour 64, rnnclf.inference.scoring).
-BATCH = 16
+# Documents per session.run (sorted by length, so a batch pads little). ONNX Runtime's LSTM kernels
+# favour small batches here (torch's favour 64, rnnclf.inference.scoring). Measured 2026-12-05 on the
+# one-epoch IMDB default model, 2 cores, two scoring threads, reviews/s, batch 16 -> 8:
+#   calls of 32 random reviews (a server's batch):  int8 1,322 -> 1,723, fp32 996 -> 1,236
+#   calls of 144 random reviews:                    int8 1,940 -> 2,214, fp32 1,469 -> 1,563
+#   one call of 4,000 reviews (eval):               int8 2,277/2,562 -> 2,489/2,593,
+#                                                   fp32 1,879/1,772 -> 1,671/1,731
+# Small calls: the threads' share of the longest documents evens out with more, smaller batches.
+BATCH = 8
+BATCH_LARGE_FP32 = 16  # fp32 calls of LARGE_CALL documents or more
+LARGE_CALL = 1024
 
 
 def metadata_path(model: Path) -> Path:
@@ -161,17 +167,21 @@ class OnnxPredictor:
         return ids, lengths
 
     def _batches(self, lengths: Any) -> list[Any]:
-        """Document indices sorted by length (stable), cut into batches of BATCH."""
+        """Document indices sorted by length (stable), cut into batches (BATCH, see above)."""
         order = self._np.argsort(lengths, kind="stable")
-        return [order[start : start + BATCH] for start in range(0, len(order), BATCH)]
+        size = BATCH_LARGE_FP32 if len(order) >= LARGE_CALL and not self.quantized else BATCH
+        return [order[start : start + size] for start in range(0, len(order), size)]
 
     def probabilities(self, texts: list[str]) -> Any:
         """(N, L) float32 probabilities, in input order (softmax, or each label's sigmoid)."""
-        np = self._np
-        out = np.empty((len(texts), len(self.labels)), dtype=np.float32)
         if not texts:
-            return out
-        ids, lengths = self.encode(texts)
+            return self._np.empty((0, len(self.labels)), dtype=self._np.float32)
+        return self.scores(*self.encode(texts))
+
+    def scores(self, ids: Any, lengths: Any) -> Any:
+        """(N, L) float32 probabilities of encoded documents (`encode`'s flat ids and lengths)."""
+        np = self._np
+        out = np.empty((len(lengths), len(self.labels)), dtype=np.float32)
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]])  # (N,) where each document starts
 
         def score(batch: Any) -> None:
