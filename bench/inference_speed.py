@@ -152,8 +152,9 @@ def backends(args: argparse.Namespace) -> None:
             f"  {name:5s} {rates[name]:7,.0f} documents/s ({', '.join(f'{t:.1f}' for t in times[name])} s)"
             f"{ratio}, accuracy {reports[name]['accuracy']:.4f}"
         )
+    files = {"onnx": str(folder / "model.onnx"), "int8": models["int8"]}
     for name in (name for name in chosen if name != "torch"):
-        alone = statistics.median(onnx_scoring_alone(models[name], args.data, args.repeats))
+        alone = statistics.median(onnx_scoring_alone(files[name], args.data, args.repeats))
         ratio = f", {alone / rates['torch']:.2f}x torch's eval" if "torch" in rates else ""
         print(f"  floor, {name} session runs alone (encoded beforehand): {alone:7,.0f} documents/s{ratio}")
     text = "An honest, funny and moving film; the best I have seen this year."

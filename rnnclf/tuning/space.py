@@ -28,12 +28,14 @@ DEFAULT_SPACE: dict[str, Any] = {
     "model.bidirectional": [True, False],
     "model.dropout": [0.0, 0.6],
     "model.embedding_dropout": [0.0, 0.5],
+    "model.word_dropout": [0.0, 0.3],
     "model.pooling": ["last", "mean", "max", "attention"],
     "train.batch_size": [16, 32, 64, 128],
     "train.epochs": [3, 15],
     "train.weight_decay": [0.0, 1e-6, 1e-5, 1e-4],
     "text.min_freq": {"choices": [1, 2, 3, 5]},
     "text.max_length": [64, 128, 256, 512],
+    "text.tokenizer": ["basic_english", "whitespace"],
 }
 # What a search may never change: where data and outputs are, the search itself, the device.
 NOT_SEARCHED = {"data", "output", "tune"}
