@@ -187,6 +187,36 @@ def test_a_tune_reports_trials_and_leaves_a_reproducible_best(tiny_config: Path,
     assert again["test"]["accuracy"] == summary["test"]["accuracy"]
 
 
+def test_the_starting_point_is_the_config_where_the_space_holds_it() -> None:
+    from rnnclf.config import Config
+    from rnnclf.tuning.space import Dimension, starting_point
+
+    config = Config()
+    config.train.lr, config.model.hidden_dim, config.text.max_length = 0.02, 16, 100
+    config.model.dropout = 0.25
+    dimensions = [
+        Dimension("train.lr", low=0.01, high=0.05, log=True),
+        Dimension("model.hidden_dim", choices=(8, 16)),
+        Dimension("text.max_length", choices=(64, 128)),  # 100 is not a choice: left to the sampler
+        Dimension("model.dropout", low=0.0, high=0.6, step=0.2),  # 0.25 is off the grid: left too
+        Dimension("model.num_layers", low=1, high=3, integer=True),
+    ]
+    expected = {"train.lr": 0.02, "model.hidden_dim": 16, "model.num_layers": 1}
+    assert starting_point(config, dimensions) == expected
+
+
+@pytest.mark.slow
+def test_the_first_trial_is_the_configuration_given(tiny_config: Path) -> None:
+    configure(tiny_config, trials=2, budget=None)
+    raw = yaml.safe_load(tiny_config.read_text(encoding="utf-8"))
+    raw["train"]["lr"], raw["model"]["hidden_dim"] = 0.02, 16
+    tiny_config.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    run_tune(tiny_config, Path("given"))
+    trials = json.loads(Path("given", "tune.json").read_text())["trials"]
+    assert trials[0]["values"] == {"train.lr": 0.02, "model.hidden_dim": 16}
+    assert trials[1]["values"] != trials[0]["values"]  # then the sampler's
+
+
 @pytest.mark.slow
 def test_the_same_seed_gives_the_same_trials(tiny_config: Path) -> None:
     configure(tiny_config, trials=3, budget=None)

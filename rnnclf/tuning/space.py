@@ -34,7 +34,7 @@ DEFAULT_SPACE: dict[str, Any] = {
     "train.epochs": [3, 15],
     "train.weight_decay": [0.0, 1e-6, 1e-5, 1e-4],
     "text.min_freq": {"choices": [1, 2, 3, 5]},
-    "text.max_length": [64, 128, 256, 512],
+    "text.max_length": [64, 128, 256, 400, 512],
     "text.tokenizer": ["basic_english", "whitespace"],
 }
 # What a search may never change: where data and outputs are, the search itself, the device.
@@ -151,6 +151,27 @@ def search_space(config: Config, where: str = "config") -> tuple[list[Dimension]
         _dimension(k, spec, "default space") for k, spec in DEFAULT_SPACE.items() if k not in chosen
     ]
     return dimensions, sorted(chosen & set(DEFAULT_SPACE))
+
+
+def starting_point(config: Config, dimensions: list[Dimension]) -> dict[str, Any]:
+    """The config's own values of the searched keys that the space holds (a choice among the choices, a
+    number within the range and on its grid): the first trial tries them, so a tune starts from the
+    configuration it was given. A key whose value lies outside its dimension is left to the sampler."""
+    raw = config.to_dict()
+    point: dict[str, Any] = {}
+    for dim in dimensions:
+        section, name = dim.key.split(".")
+        value = raw[section][name]
+        if dim.choices is not None:
+            if any(value == choice and type(value) is type(choice) for choice in dim.choices):
+                point[dim.key] = value
+        elif _number(value) and dim.low <= value <= dim.high:  # type: ignore[operator]
+            if dim.integer and value != int(value):
+                continue
+            if dim.step and abs((value - dim.low) / dim.step - round((value - dim.low) / dim.step)) > 1e-9:
+                continue
+            point[dim.key] = int(value) if dim.integer else float(value)
+    return point
 
 
 def suggest(trial: Any, dimensions: list[Dimension]) -> dict[str, Any]:

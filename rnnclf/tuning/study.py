@@ -29,7 +29,7 @@ from rnnclf.runtime import cpu_count, prepare_cpu
 from rnnclf.schema import parse_duration
 from rnnclf.training.stopping import Interrupted, StopFlag
 from rnnclf.tuning.folds import write_folds
-from rnnclf.tuning.space import Dimension, search_space
+from rnnclf.tuning.space import Dimension, search_space, starting_point
 from rnnclf.tuning.trial import Observer, run_trial
 
 STUDY_DB = "study.db"
@@ -310,6 +310,12 @@ def tune(
     tune_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(tune_dir / TUNE_CONFIG, dump(config))
     study = open_study(config, tune_dir, storage, name, 0)
+    point = starting_point(config, dimensions)
+    if point and not study.get_trials(deepcopy=False):
+        # A new study's first trial is the configuration the tune was given (the keys the space holds),
+        # as fastText's autotune starts from its defaults: the best trial is then never a random start's
+        # when the given settings were already good (with a short budget, TPE's first trials are random).
+        study.enqueue_trial(point, skip_if_exists=True)
     if resume:
         lost = fail_lost_trials(study)
         if lost:
