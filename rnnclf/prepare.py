@@ -23,6 +23,7 @@ import torch
 from rnnclf.batching import Encoded
 from rnnclf.config import Config
 from rnnclf.data import file_digest, read_configured, stratified_split
+from rnnclf.data.labelsets import known_labels, label_cells
 from rnnclf.errors import RnnclfError
 from rnnclf.files import atomic_write
 from rnnclf.text.encoding import SPECIALS, UNK, Part, count_tokens, encode_part, to_part, tokenize_plain
@@ -79,50 +80,14 @@ def _size(path: Path) -> int:
         return 0
 
 
-def known_labels(labels: list[str], names: list[str], source: str, role: str) -> tuple[list[int], list[int]]:
-    """(documents to keep, their label ids): documents whose label the model knows. Warns with counts
-    about the rest (they cannot be scored)."""
-    index = {label: i for i, label in enumerate(names)}
-    keep = [i for i, label in enumerate(labels) if label in index]
-    dropped = len(labels) - len(keep)
-    if dropped:
-        unseen = sorted({label for label in labels if label not in index})
-        shown = ", ".join(unseen[:5]) + (", ..." if len(unseen) > 5 else "")
-        log.warning(
-            "%s: %d %s documents have labels unseen in training (%s); they are left out of the metrics",
-            source,
-            dropped,
-            role,
-            shown,
-        )
-    if not keep:
-        raise RnnclfError(f"{source}: none of the {role} labels occur in the training data")
-    return keep, [index[labels[i]] for i in keep]
-
-
 def label_matrix(
     label_sets: list[tuple[str, ...]], names: list[str], source: str | None = None, role: str = ""
 ) -> torch.Tensor:
     """Multi-label targets: (N, L) uint8, [i, l] = 1 when document i carries names[l]. Labels the model
     does not know are left out (one warning with the count, when `source` is given); the document stays."""
-    index = {label: i for i, label in enumerate(names)}
+    rows, columns = label_cells(label_sets, names, source, role)
     targets = torch.zeros(len(label_sets), len(names), dtype=torch.uint8)
-    unseen: dict[str, int] = {}
-    for row, labels in enumerate(label_sets):
-        for label in labels:
-            if label in index:
-                targets[row, index[label]] = 1
-            else:
-                unseen[label] = unseen.get(label, 0) + 1
-    if unseen and source is not None:
-        shown = ", ".join(sorted(unseen)[:5]) + (", ..." if len(unseen) > 5 else "")
-        log.warning(
-            "%s: %d %s labels unseen in training (%s) left out; their documents keep their other labels",
-            source,
-            sum(unseen.values()),
-            role,
-            shown,
-        )
+    targets[torch.tensor(rows, dtype=torch.long), torch.tensor(columns, dtype=torch.long)] = 1
     return targets
 
 

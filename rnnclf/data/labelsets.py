@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from rnnclf.data.source import data_error, log, plural, quote
+from rnnclf.errors import RnnclfError
 
 LabelSet = tuple[str, ...]
 
@@ -53,3 +54,54 @@ def warn_if_joined(labels: list[str], separator: str, source: str) -> None:
             quote(separator),
             quote(separator),
         )
+
+
+def known_labels(labels: list[str], names: list[str], source: str, role: str) -> tuple[list[int], list[int]]:
+    """(documents to keep, their label ids): documents whose label the model knows. Warns with counts
+    about the rest (they cannot be scored)."""
+    index = {label: i for i, label in enumerate(names)}
+    keep = [i for i, label in enumerate(labels) if label in index]
+    dropped = len(labels) - len(keep)
+    if dropped:
+        unseen = sorted({label for label in labels if label not in index})
+        shown = ", ".join(unseen[:5]) + (", ..." if len(unseen) > 5 else "")
+        log.warning(
+            "%s: %d %s documents have labels unseen in training (%s); they are left out of the metrics",
+            source,
+            dropped,
+            role,
+            shown,
+        )
+    if not keep:
+        raise RnnclfError(f"{source}: none of the {role} labels occur in the training data")
+    return keep, [index[labels[i]] for i in keep]
+
+
+def label_cells(
+    label_sets: list[LabelSet], names: list[str], source: str | None = None, role: str = ""
+) -> tuple[list[int], list[int]]:
+    """(rows, columns) of a multi-label target matrix (N, L): document rows[k] carries names[columns[k]].
+    Labels the model does not know are left out (one warning with the count, when `source` is given);
+    the document stays. The torch (rnnclf.prepare.label_matrix) and NumPy (the ONNX path) matrices are
+    both built from these."""
+    index = {label: i for i, label in enumerate(names)}
+    rows: list[int] = []
+    columns: list[int] = []
+    unseen: dict[str, int] = {}
+    for row, labels in enumerate(label_sets):
+        for label in labels:
+            if label in index:
+                rows.append(row)
+                columns.append(index[label])
+            else:
+                unseen[label] = unseen.get(label, 0) + 1
+    if unseen and source is not None:
+        shown = ", ".join(sorted(unseen)[:5]) + (", ..." if len(unseen) > 5 else "")
+        log.warning(
+            "%s: %d %s labels unseen in training (%s) left out; their documents keep their other labels",
+            source,
+            sum(unseen.values()),
+            role,
+            shown,
+        )
+    return rows, columns

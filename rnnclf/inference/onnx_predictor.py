@@ -270,6 +270,7 @@ def score_file(
     test set the export's JSON names), read by rnnclf.data's readers with the run's data settings
     (text_column/label_column override its columns, as in rnnclf.data.documents)."""
     from rnnclf.data.documents import labelled_to_score
+    from rnnclf.data.labelsets import known_labels
     from rnnclf.reports.metrics import classification_report
 
     data = predictor.config.data
@@ -280,38 +281,21 @@ def score_file(
         gold = _label_matrix(examples.labels, predictor.labels, examples.source)  # (N, L) bool
         chosen = predictor.probabilities(examples.texts) >= predictor._np.array(predictor.thresholds)
         return multilabel_scores(gold, chosen, predictor.labels, predictor.thresholds)
-    index = {label: i for i, label in enumerate(predictor.labels)}
-    keep = [i for i, label in enumerate(examples.labels) if label in index]
-    if len(keep) < len(examples.labels):
-        unseen = sorted({label for label in examples.labels if label not in index})
-        log.warning(
-            "%s: %d evaluation documents have labels unseen in training (%s); left out of the metrics",
-            examples.source,
-            len(examples.labels) - len(keep),
-            ", ".join(unseen[:5]) + (", ..." if len(unseen) > 5 else ""),
-        )
-    if not keep:
-        raise RnnclfError(f"{examples.source}: none of the evaluation labels occur in the training data")
-    gold = [index[examples.labels[i]] for i in keep]
+    keep, gold = known_labels(examples.labels, predictor.labels, examples.source, "evaluation")
     predicted = predictor.probabilities([examples.texts[i] for i in keep]).argmax(axis=1).tolist()
     return classification_report(gold, predicted, predictor.labels)
 
 
 def _label_matrix(label_sets: list, names: list[str], source: str) -> Any:
-    """(N, L) bool: [i, l] when document i carries names[l]; unknown labels are left out, with a warning."""
+    """(N, L) bool: [i, l] when document i carries names[l]; unknown labels are left out, with a warning
+    (rnnclf.data.labelsets.label_cells, as the torch path's matrix)."""
     import numpy as np
 
-    index = {label: i for i, label in enumerate(names)}
+    from rnnclf.data.labelsets import label_cells
+
+    rows, columns = label_cells(label_sets, names, source, "evaluation")
     gold = np.zeros((len(label_sets), len(names)), dtype=bool)
-    unseen = 0
-    for row, labels in enumerate(label_sets):
-        for label in labels:
-            if label in index:
-                gold[row, index[label]] = True
-            else:
-                unseen += 1
-    if unseen:
-        log.warning("%s: %d evaluation labels unseen in training left out", source, unseen)
+    gold[rows, columns] = True
     return gold
 
 

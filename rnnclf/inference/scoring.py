@@ -163,7 +163,8 @@ def score_file(
     test set named in the run's config), read with the run's data settings; text_column/label_column
     override the run's data.text_column/data.label_column (see rnnclf.data.documents)."""
     from rnnclf.data.documents import labelled_to_score
-    from rnnclf.prepare import known_labels, label_matrix
+    from rnnclf.data.labelsets import known_labels
+    from rnnclf.prepare import label_matrix
 
     data = predictor.config.data
     if not (path or data.test):
