@@ -35,6 +35,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 TREC = ROOT.parent / "shared" / "data" / "trec"
@@ -249,6 +250,18 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def scoring_rate(predictor: Any, pool: list[str], batch: int, seconds: float, seed: int) -> float:
+    """Documents/s of `predictor.predict` on random batches of `batch` documents from `pool` for
+    `seconds`, the answers made plain dicts as the server does (no HTTP)."""
+    generator = random.Random(seed)
+    done, began = 0, time.perf_counter()
+    while time.perf_counter() < began + seconds:
+        texts = generator.sample(pool, batch)
+        [prediction.to_dict() for prediction in predictor.predict(texts)]
+        done += len(texts)
+    return done / (time.perf_counter() - began)
+
+
 def scoring_floor(model: Path, pool: list[str], seconds: float) -> float:
     """Questions/s of the model's scoring alone, in this process on one torch thread (what the server's
     scoring thread does, without HTTP): batches of 32 random questions, the answers as plain dicts."""
@@ -259,13 +272,7 @@ def scoring_floor(model: Path, pool: list[str], seconds: float) -> float:
 
     torch.set_num_threads(1)
     predictor = Predictor.from_checkpoint(resolve_checkpoint(str(model)))
-    generator = random.Random(2)
-    done, began = 0, time.perf_counter()
-    while time.perf_counter() < began + seconds:
-        texts = generator.sample(pool, 32)
-        [prediction.to_dict() for prediction in predictor.predict(texts)]
-        done += len(texts)
-    return done / (time.perf_counter() - began)
+    return scoring_rate(predictor, pool, 32, seconds, seed=2)
 
 
 def imdb_floor(model: Path, pool: list[str], batch: int, seconds: float) -> float:
@@ -280,14 +287,8 @@ def imdb_floor(model: Path, pool: list[str], batch: int, seconds: float) -> floa
         from rnnclf.runs.rundir import resolve_checkpoint
 
         predictor = Predictor.from_checkpoint(resolve_checkpoint(str(model)))
-    generator = random.Random(3)
-    predictor.predict(generator.sample(pool, batch))  # warm-up
-    done, began = 0, time.perf_counter()
-    while time.perf_counter() < began + seconds:
-        texts = generator.sample(pool, batch)
-        [prediction.to_dict() for prediction in predictor.predict(texts)]
-        done += len(texts)
-    return done / (time.perf_counter() - began)
+    predictor.predict(random.Random(4).sample(pool, batch))  # warm-up
+    return scoring_rate(predictor, pool, batch, seconds, seed=3)
 
 
 def scoring_calls(port: int) -> int:
