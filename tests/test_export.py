@@ -185,3 +185,45 @@ def test_onnx_without_onnxruntime_is_written_but_not_checked(
         "note: not checked: onnxruntime is not installed (pip install 'rnnclf[onnx]')"
     ]
     assert (tmp_path / "m.onnx").stat().st_size > 0 and (tmp_path / "m.onnx.json").is_file()
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "-".join(str(v) for v in s.values()))
+def test_onnx_recurrence_computes_the_classifier_eagerly(tmp_path: Path, shape: dict[str, Any]) -> None:
+    """OnnxClassifier run by torch (what the exporter traces) is the classifier's own function, and its
+    weights in ONNX's layout are the cells' weights with the gate blocks moved, not changed."""
+    from rnnclf.inference.onnx_recurrence import GATE_ORDER, OnnxLayer, with_onnx_recurrence
+
+    model = Predictor.from_checkpoint(make_checkpoint(tmp_path, **shape)).model.eval()
+    generator = torch.Generator().manual_seed(7)
+    documents = [torch.randint(2, 42, (n,), generator=generator).tolist() for n in (9, 1, 40, 4)]
+    ids, lengths = padded_batch(documents)  # (4, 40)
+    swapped = with_onnx_recurrence(model)
+    layers = [module for module in swapped.modules() if isinstance(module, OnnxLayer)]
+    assert len(layers) == shape["num_layers"] * shape.get("members", 1)
+    first = layers[0]
+    blocks = len(GATE_ORDER[shape["cell"]])
+    assert first.w.shape[0] == (2 if shape["bidirectional"] else 1)
+    assert sorted(first.w[0].chunk(blocks)[i].sum().item() for i in range(blocks)) == sorted(
+        first.directions[0].weight_ih_l0.chunk(blocks)[i].sum().item() for i in range(blocks)
+    )
+    with torch.no_grad():
+        torch.testing.assert_close(swapped(ids, lengths), model(ids, lengths), atol=1e-6, rtol=0)
+    assert not any(type(module).__name__ == "OnnxClassifier" for module in model.modules())  # untouched
+
+
+@pytest.mark.skipif(not HAVE_ONNX, reason="onnx and onnxruntime are not installed")
+def test_onnx_export_runs_each_layer_as_one_recurrent_node(tmp_path: Path) -> None:
+    """A bidirectional 2-layer LSTM: one ONNX LSTM node per layer, told the lengths (sequence_lens), both
+    directions in it; no per-step gathers to reverse documents."""
+    import onnx
+
+    source = make_checkpoint(tmp_path, cell="lstm", bidirectional=True, num_layers=2, pooling="max")
+    exported = export_model(source, "onnx", tmp_path / "m.onnx")
+    graph = onnx.load(str(exported.model)).graph
+    lstm = [node for node in graph.node if node.op_type == "LSTM"]
+    assert len(lstm) == 2
+    for node in lstm:
+        attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        assert attributes["direction"] == b"bidirectional"
+        assert len(node.input) >= 5 and node.input[4]  # sequence_lens given
+    assert not [node for node in graph.node if node.op_type == "GatherElements"]

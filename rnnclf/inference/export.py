@@ -43,6 +43,7 @@ from rnnclf.errors import MissingExtra, RnnclfError
 from rnnclf.files import atomic_write
 from rnnclf.inference.backends import fingerprint
 from rnnclf.inference.onnx_predictor import INT8_FILE, ONNX_FILE, OnnxPredictor
+from rnnclf.inference.onnx_recurrence import with_onnx_recurrence
 from rnnclf.inference.predict import Predictor
 from rnnclf.runs import checkpoint
 from rnnclf.text.rules import PAD, UNK, tokenizer_rules, truncation
@@ -156,7 +157,7 @@ def _write_onnx(model: Deployable, example: tuple[torch.Tensor, torch.Tensor], o
     buffer = io.BytesIO()
     with _quiet_export(), torch.no_grad():
         torch.onnx.export(
-            model,
+            with_onnx_recurrence(model),  # ONNX's own LSTM/GRU/RNN nodes, told the lengths
             example,
             buffer,
             dynamo=False,
