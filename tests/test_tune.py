@@ -107,6 +107,24 @@ def test_the_default_space_keeps_the_keys_the_user_set(tiny_config: Path) -> Non
     assert {dim.key for dim in everything} == set(space_module.DEFAULT_SPACE) and none_kept == []
 
 
+def test_multi_label_data_also_searches_thresholds_and_label_weights(tiny_config: Path) -> None:
+    raw = yaml.safe_load(_default_config(tiny_config).read_text(encoding="utf-8"))
+    raw["data"]["multi_label"] = True
+    single = {dim.key for dim in space_module.search_space(load(_default_config(tiny_config)))[0]}
+    assert "train.thresholds" not in single and "train.class_weights" not in single
+    multi = tiny_config.parent / "multi.yaml"
+    multi.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    dimensions, _ = space_module.search_space(load(multi))
+    by_key = {dim.key: dim for dim in dimensions}
+    assert by_key["train.thresholds"].choices == ("global", "per_label")
+    assert by_key["train.class_weights"].choices == ("none", "auto")
+    # A user who chose per-label thresholds keeps them.
+    raw["train"]["thresholds"] = "per_label"
+    multi.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    dimensions, kept = space_module.search_space(load(multi))
+    assert "train.thresholds" in kept and "train.thresholds" not in {dim.key for dim in dimensions}
+
+
 def _default_config(tiny_config: Path) -> Path:
     from rnnclf.config import default_yaml
 

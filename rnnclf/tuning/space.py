@@ -37,6 +37,13 @@ DEFAULT_SPACE: dict[str, Any] = {
     "text.max_length": [64, 128, 256, 400, 512],
     "text.tokenizer": ["basic_english", "whitespace"],
 }
+# Multi-label data adds what is known to matter for per-label F1 on rare labels: a decision threshold
+# per label chosen on validation (Lipton, Elkan & Naryanaswamy 2014: the F1-optimal threshold differs
+# per label and with its frequency) and positives weighted up per label (class_weights: auto).
+MULTI_LABEL_SPACE: dict[str, Any] = {
+    "train.class_weights": ["none", "auto"],
+    "train.thresholds": ["global", "per_label"],
+}
 # What a search may never change: where data and outputs are, the search itself, the device.
 NOT_SEARCHED = {"data", "output", "tune"}
 NOT_SEARCHED_KEYS = {("train", "device"), ("model", "pretrained_vectors"), ("model", "init_from")}
@@ -141,16 +148,22 @@ def user_set(config: Config) -> set[str]:
 
 def search_space(config: Config, where: str = "config") -> tuple[list[Dimension], list[str]]:
     """(the dimensions searched, the default-space keys kept fixed because the user set them).
-    With tune.space: exactly those keys; without: the default space less the keys the user set."""
+    With tune.space: exactly those keys; without: the default space (default_space) less the keys the
+    user set."""
     if config.tune.space is not None:
         if not config.tune.space:
             raise RnnclfError(f"{where}: tune.space is empty; name at least one key, or null for the default")
         return [_dimension(key, spec, where) for key, spec in config.tune.space.items()], []
     chosen = user_set(config)
-    dimensions = [
-        _dimension(k, spec, "default space") for k, spec in DEFAULT_SPACE.items() if k not in chosen
-    ]
-    return dimensions, sorted(chosen & set(DEFAULT_SPACE))
+    space = default_space(config.data.multi_label)
+    dimensions = [_dimension(k, spec, "default space") for k, spec in space.items() if k not in chosen]
+    return dimensions, sorted(chosen & set(space))
+
+
+def default_space(multi_label: bool) -> dict[str, Any]:
+    """The space searched when tune.space is not given (DEFAULT_SPACE, plus MULTI_LABEL_SPACE for
+    multi-label data)."""
+    return {**DEFAULT_SPACE, **MULTI_LABEL_SPACE} if multi_label else dict(DEFAULT_SPACE)
 
 
 def starting_point(config: Config, dimensions: list[Dimension]) -> dict[str, Any]:
