@@ -325,6 +325,10 @@ class Config(Section):
         """train.monitor with auto resolved: valid_micro_f1 for multi-label data, else valid_accuracy."""
         return monitor_of(self.train.monitor, self.data.multi_label)
 
+    def tuned_on(self) -> str:
+        """The validation score `rnnclf tune` chooses on: tune.metric, or with auto train.monitor resolved."""
+        return self.tune.metric if self.tune.metric != "auto" else self.monitored()
+
 
 def monitor_of(monitor: str, multi_label: bool) -> str:
     if monitor != "auto":

@@ -235,6 +235,19 @@ def test_the_first_trial_is_the_configuration_given(tiny_config: Path) -> None:
     assert trials[1]["values"] != trials[0]["values"]  # then the sampler's
 
 
+def test_tune_metric_is_what_trials_are_scored_and_chosen_on(tiny_config: Path) -> None:
+    """tune.metric, not train.monitor, scores each trial, sets the direction and picks the best (here the
+    loss: smaller is better)."""
+    configure(tiny_config, trials=2, budget=None, metric="valid_loss")
+    summary, observer = run_tune(tiny_config, Path("by-loss"))
+    assert summary["metric"] == "valid_loss"
+    for record in observer.records:
+        assert record.state == "complete" and record.value == pytest.approx(min(record.scores))
+        rows = [json.loads(line) for line in (Path(record.folder) / "metrics.jsonl").read_text().splitlines()]
+        assert record.scores == pytest.approx([row["valid_loss"] for row in rows if "valid_loss" in row])
+    assert summary["best"]["valid"] == min(record.value for record in observer.records)
+
+
 @pytest.mark.slow
 def test_the_same_seed_gives_the_same_trials(tiny_config: Path) -> None:
     configure(tiny_config, trials=3, budget=None)

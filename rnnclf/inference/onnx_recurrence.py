@@ -45,7 +45,7 @@ def onnx_weights(cell: str, directions: list[nn.RNNBase]) -> tuple[torch.Tensor,
 
     w = torch.stack([reorder(module.weight_ih_l0) for module in directions])
     r = torch.stack([reorder(module.weight_hh_l0) for module in directions])
-    b = torch.stack([torch.cat([reorder(cell.bias_ih_l0), reorder(cell.bias_hh_l0)]) for cell in directions])
+    b = torch.stack([torch.cat([reorder(m.bias_ih_l0), reorder(m.bias_hh_l0)]) for m in directions])
     return w.contiguous(), r.contiguous(), b.contiguous()
 
 

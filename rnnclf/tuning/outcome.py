@@ -216,7 +216,7 @@ def summarize(
         rundir.LATEST.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(rundir.LATEST, str(folder.resolve()))
     summary = {
-        "metric": config.monitored(),
+        "metric": config.tuned_on(),
         "best": {
             "number": best.number,
             "values": best.params,

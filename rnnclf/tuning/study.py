@@ -131,7 +131,7 @@ def _storage(optuna: Any, tune_dir: Path, storage: str | None, attempts: int = 5
 def open_study(config: Config, tune_dir: Path, storage: str | None, name: str, worker: int) -> Any:
     """The study in its storage (created by the first worker, joined by the others)."""
     optuna = require_optuna()
-    direction = "minimize" if config.monitored() == "valid_loss" else "maximize"
+    direction = "minimize" if config.tuned_on() == "valid_loss" else "maximize"
     backend = _storage(optuna, tune_dir, storage)
     epochs = max(config.train.epochs, *_epoch_choices(config))
     return optuna.create_study(
@@ -197,7 +197,7 @@ def work(
     optuna = require_optuna()
     state = optuna.trial.TrialState
     study = open_study(config, tune_dir, storage, name, worker)
-    metric = config.monitored()
+    metric = config.tuned_on()
     base = trial_config(config)
     folds = write_folds(config, tune_dir) if config.tune.folds > 1 else None
     # The first trial of a study always starts: a budget spent before it (preparation) then ends at its
