@@ -255,6 +255,7 @@ def main() -> None:
     parser.add_argument("--corpus", default="all", choices=["all", *BUDGETS])
     parser.add_argument("--budget", help="override every corpus's budget (e.g. 3m for a quick check)")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="the first tune seed (then +1, ...)")
     parser.add_argument("--jobs", type=int, default=1, help="rnnclf tune --jobs (2 cores: 1 or 2)")
     parser.add_argument("--set", action="append", default=[], help="passed to rnnclf tune (repeatable)")
     parser.add_argument("--fasttext-python", default="/tmp/ftvenv/bin/python")
@@ -269,7 +270,7 @@ def main() -> None:
         cache_load = None
         runs = []
         files = fasttext_files(config, args.out) if args.fasttext_python else None
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             folder = args.out / f"{corpus}-{budget}-seed{seed}-{time.strftime('%H%M%S')}"
             summary = run_tune(config, budget, seed, folder, args.set, args.jobs)
             fasttext = run_fasttext(args.fasttext_python, files, seconds(budget), seed) if files else {}
