@@ -11,9 +11,9 @@ whose recurrent layers become those nodes:
         --LSTM/GRU/RNN node per layer, sequence_lens = lengths--> (T, D, B, H)   (0 after each length)
         --> (B, T, D*H) --the classifier's own pooling and output layer--> logits (B, C)
 
-Measured 2026-12-05 (one-epoch IMDB default model, int8, 25,000 reviews, session runs alone, 2 cores):
-2,674 -> 2,957 reviews/s; fp32 1,995 -> 2,026 with probabilities identical. The export's check
-(rnnclf.inference.export._verify) still compares the file against the classifier itself.
+Measured 2026-12-05 (one-epoch IMDB default model, 25,000 reviews, session runs alone, 2 cores,
+BENCHMARKS.md): int8 2,825 -> 3,373 reviews/s, fp32 1,945 -> 2,097 with probabilities identical.
+The export's check (rnnclf.inference.export._verify) still compares the file against the classifier.
 
 Nothing here runs in training. Run eagerly, OnnxClassifier computes the same numbers through the
 classifier's own layers (what torch.jit.trace follows; tests compare it with the classifier).
@@ -43,9 +43,9 @@ def onnx_weights(cell: str, directions: list[nn.RNNBase]) -> tuple[torch.Tensor,
         blocks = tensor.detach().chunk(len(order), dim=0)
         return torch.cat([blocks[i] for i in order], dim=0)
 
-    w = torch.stack([reorder(module.weight_ih_l0) for module in directions])
-    r = torch.stack([reorder(module.weight_hh_l0) for module in directions])
-    b = torch.stack([torch.cat([reorder(m.bias_ih_l0), reorder(m.bias_hh_l0)]) for m in directions])
+    w = torch.stack([reorder(one.weight_ih_l0) for one in directions])
+    r = torch.stack([reorder(one.weight_hh_l0) for one in directions])
+    b = torch.stack([torch.cat([reorder(one.bias_ih_l0), reorder(one.bias_hh_l0)]) for one in directions])
     return w.contiguous(), r.contiguous(), b.contiguous()
 
 
@@ -130,7 +130,8 @@ class OnnxClassifier(nn.Module):
 
 
 def with_onnx_recurrence(model: nn.Module) -> nn.Module:
-    """A copy of `model` (eval mode) with every Classifier inside it swapped for an OnnxClassifier."""
+    """A copy of `model` with every Classifier inside it swapped for an OnnxClassifier (for export: the
+    swapped layers compute inference only, so pass a model in eval mode)."""
     if isinstance(model, Classifier):
         return OnnxClassifier(model)
     model = copy.copy(model)  # a shallow copy: the original's modules stay as they are
