@@ -85,7 +85,8 @@ def _value_shown(value: Any) -> str:
     value whose repr is gigabytes, and a deeply nested one overflows the YAML dumper's recursion."""
     try:
         shown = yaml.safe_dump(value, default_flow_style=True, width=10**9)
-        shown = shown.strip().removesuffix("...").strip()
+        # Flow style is one line, except where a key holds a line break: YAML then writes it over lines.
+        shown = " ".join(shown.strip().removesuffix("...").split())
     except (RecursionError, yaml.YAMLError):
         shown = reprlib.repr(value)
     return shown if len(shown) <= 80 else shown[:77] + "..."

@@ -290,6 +290,12 @@ class TuneConfig(Section):
         "median", description="rnnclf tune: stop unpromising trials early on their epoch scores"
     )
     seed: int = Field(0, description="rnnclf tune: the sampler's seed (same seed, --jobs 1: same trials)")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto",
+        description="rnnclf tune: the precision trials train in (best.yaml keeps it); auto: "
+        "train.precision where the config sets it, else bf16 where the hardware runs it fast (a CPU with "
+        "AMX, a CUDA GPU with bf16: more trials in the budget), else fp32",
+    )
     folds: int = Field(
         1,
         ge=1,

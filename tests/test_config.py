@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from rnnclf import config as config_module
@@ -294,6 +294,7 @@ shaped = st.dictionaries(section_names, st.none() | st.dictionaries(field_names,
 
 @settings(max_examples=150, deadline=None)
 @given(raw=yaml_values | shaped)
+@example(raw={"model": {"freeze_embeddings": {"\n": None}}})  # a key with a line break: YAML wrote lines
 def test_validate_raises_only_rnnclf_error(raw: object) -> None:
     try:
         config = validate(raw)

@@ -235,6 +235,15 @@ def test_the_first_trial_is_the_configuration_given(tiny_config: Path) -> None:
     assert trials[1]["values"] != trials[0]["values"]  # then the sampler's
 
 
+def test_one_trial_is_the_configuration_given(tiny_config: Path) -> None:
+    """--trials 1 runs one trial, the config itself (the starting point waiting in the queue is not a
+    trial run: it used to count, and --trials 1 ran none)."""
+    configure(tiny_config, trials=1, budget=None)
+    summary, observer = run_tune(tiny_config, Path("one-trial"))
+    assert [record.values for record in observer.records] == [{"train.lr": 0.03, "model.hidden_dim": 16}]
+    assert summary["trial_count"] == 1 and summary["states"]["complete"] == 1
+
+
 def test_tune_metric_is_what_trials_are_scored_and_chosen_on(tiny_config: Path) -> None:
     """tune.metric, not train.monitor, scores each trial, sets the direction and picks the best (here the
     loss: smaller is better)."""
@@ -246,6 +255,25 @@ def test_tune_metric_is_what_trials_are_scored_and_chosen_on(tiny_config: Path) 
         rows = [json.loads(line) for line in (Path(record.folder) / "metrics.jsonl").read_text().splitlines()]
         assert record.scores == pytest.approx([row["valid_loss"] for row in rows if "valid_loss" in row])
     assert summary["best"]["valid"] == min(record.value for record in observer.records)
+
+
+@pytest.mark.parametrize(("fast", "setting", "expected"), [(True, "auto", "bf16"), (False, "auto", "fp32"),
+                                                          (True, "fp32", "fp32")])  # fmt: skip
+def test_trials_train_in_bf16_where_the_hardware_runs_it_fast(
+    tiny_config: Path, monkeypatch: pytest.MonkeyPatch, fast: bool, setting: str, expected: str
+) -> None:
+    """tune.precision auto: bf16 for every trial where it is fast (a CPU with AMX, a CUDA GPU with bf16),
+    the config's precision elsewhere or when tune.precision says so; best.yaml keeps the trials' one."""
+    import rnnclf.runtime
+
+    monkeypatch.setattr(rnnclf.runtime, "fast_bf16", lambda device: fast)
+    configure(tiny_config, trials=1, budget=None, precision=setting)
+    summary, observer = run_tune(tiny_config, Path(f"precision-{fast}-{setting}"))
+    trial = yaml.safe_load((Path(observer.records[0].folder) / "config.yaml").read_text())
+    best = yaml.safe_load(Path(summary["best_yaml"]).read_text())
+    assert trial["train"]["precision"] == best["train"]["precision"] == expected
+    said = [line for line in observer.lines if "trials train in bf16" in line]
+    assert len(said) == (setting == "auto" and fast)
 
 
 @pytest.mark.slow
@@ -452,6 +480,28 @@ def test_two_workers_share_one_sqlite_study(tiny_config: Path) -> None:
     _check_every_trial_once([Path("tuned")], trials, 8)
     workers = {trial_worker for trial_worker in _workers(Path("tuned"))}
     assert len(workers) == 2  # both processes ran trials
+    assert _journal_mode(Path("tuned/study.db")) == "wal"  # readers and the writer do not block each other
+
+
+def _journal_mode(database: Path) -> str:
+    import sqlite3
+
+    connection = sqlite3.connect(database)
+    try:
+        return connection.execute("PRAGMA journal_mode").fetchone()[0]
+    finally:
+        connection.close()
+
+
+def test_the_study_file_is_written_in_wal_mode(tmp_path: Path) -> None:
+    pytest.importorskip("optuna")
+    from rnnclf.config import Config
+    from rnnclf.tuning.study import open_study
+
+    study = open_study(Config(), tmp_path, None, "wal", 0)
+    study.enqueue_trial({})
+    assert len(study.get_trials()) == 1
+    assert _journal_mode(tmp_path / "study.db") == "wal"
 
 
 def _workers(folder: Path) -> list[str]:

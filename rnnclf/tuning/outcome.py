@@ -22,7 +22,7 @@ from rnnclf.files import atomic_write
 from rnnclf.prepare import prepare
 from rnnclf.runs import checkpoint, rundir
 from rnnclf.tuning.folds import fold_config, write_folds
-from rnnclf.tuning.space import applied
+from rnnclf.tuning.space import applied, trained_with
 from rnnclf.tuning.trial import Observer
 
 BEST_YAML = "best.yaml"
@@ -96,9 +96,7 @@ def write_records(study: Any, tune_dir: Path, summary: dict[str, Any] | None = N
 def best_config(config: Config, values: dict[str, Any]) -> dict[str, Any]:
     """The complete config of the best trial: the tune's config with its values, absolute paths, no
     tune section, no run folder (so `rnnclf train best.yaml` works from any folder)."""
-    raw = applied(config, values).to_dict()
-    if config.tune.metric != "auto":
-        raw["train"]["monitor"] = config.tune.metric
+    raw = applied(applied(config, trained_with(config)), values).to_dict()
     raw["output"]["run_dir"] = None
     raw.pop("tune")
     return raw

@@ -160,6 +160,23 @@ def search_space(config: Config, where: str = "config") -> tuple[list[Dimension]
     return dimensions, sorted(chosen & set(space))
 
 
+def trained_with(config: Config) -> dict[str, Any]:
+    """What every trial trains with besides its sampled values, so best.yaml keeps it too: the tune's
+    metric monitored (best.pt and early stopping follow it) and the precision tune.precision resolves
+    to. A sampled value (a space naming train.monitor or train.precision) is applied after these."""
+    settings: dict[str, Any] = {} if config.tune.metric == "auto" else {"train.monitor": config.tune.metric}
+    precision = config.tune.precision
+    if precision == "auto":
+        precision = config.train.precision
+        if "train.precision" not in user_set(config):
+            from rnnclf.runtime import choose_device, fast_bf16  # torch: only once a tune runs
+
+            if fast_bf16(choose_device(config.train.device)):
+                precision = "bf16"
+    settings["train.precision"] = precision
+    return settings
+
+
 def default_space(multi_label: bool) -> dict[str, Any]:
     """The space searched when tune.space is not given (DEFAULT_SPACE, plus MULTI_LABEL_SPACE for
     multi-label data)."""
