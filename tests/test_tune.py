@@ -235,6 +235,30 @@ def test_the_first_trial_is_the_configuration_given(tiny_config: Path) -> None:
     assert trials[1]["values"] != trials[0]["values"]  # then the sampler's
 
 
+def test_the_median_pruner_judges_from_the_third_trial_and_the_second_epoch() -> None:
+    """Two complete trials (the first is the config given) set the bar; a trial is judged from its second
+    epoch on (never on its first alone), against their median at the same epoch."""
+    import optuna
+
+    from rnnclf.tuning.study import _pruner
+
+    study = optuna.create_study(direction="maximize", pruner=_pruner(optuna, "median", 10))
+
+    def trial_reporting(scores: list[float]) -> Any:
+        trial = study.ask()
+        for epoch, score in enumerate(scores, start=1):
+            trial.report(score, epoch)
+        return trial
+
+    first = trial_reporting([0.5, 0.6, 0.7])
+    assert not trial_reporting([0.1, 0.1, 0.1]).should_prune()  # nothing complete yet: no bar
+    study.tell(first, 0.7)
+    study.tell(trial_reporting([0.4, 0.5, 0.6]), 0.6)
+    assert not trial_reporting([0.1]).should_prune()  # the first epoch alone: too early to judge
+    assert trial_reporting([0.1, 0.1]).should_prune()  # below the median of the two at epoch 2
+    assert not trial_reporting([0.1, 0.1, 0.66]).should_prune()  # its best so far is above it at epoch 3
+
+
 def test_one_trial_is_the_configuration_given(tiny_config: Path) -> None:
     """--trials 1 runs one trial, the config itself (the starting point waiting in the queue is not a
     trial run: it used to count, and --trials 1 ran none)."""
