@@ -90,19 +90,26 @@ def write_config(corpus: str, out: Path) -> Path:
 def own_time(summary: dict[str, Any], cache_load: float) -> dict[str, float]:
     """The tune's own seconds: around trials (sampling, storage, bookkeeping: each trial's time outside
     train(), and the gaps between trials), and the cached preprocessing loaded by trials after the
-    first (measured once, times their number). Setup (the first preparation, the baseline) and the end
-    (test scoring, files, plots) are reported apart."""
+    first (measured once, times their number); with --jobs N, those of the busiest worker (each worker
+    has the whole budget of wall time). Setup (the first preparation, the baseline) and the end (test
+    scoring, files, plots) are reported apart."""
     trials = sorted(summary["trials"], key=lambda trial: trial["started_at"] or 0)
-    outside = sum(trial["seconds"] - trial["train_seconds"] for trial in trials)
-    gaps = sum(
-        max(0.0, later["started_at"] - (earlier["started_at"] + earlier["seconds"]))
-        for earlier, later in itertools.pairwise(trials)
-    )
+    workers: dict[str, list[dict[str, Any]]] = {}
+    for trial in trials:  # --jobs N: each worker's own time counts against the wall time it had
+        workers.setdefault(trial.get("worker", ""), []).append(trial)
+    around = [
+        sum(trial["seconds"] - trial["train_seconds"] for trial in own)
+        + sum(
+            max(0.0, later["started_at"] - (earlier["started_at"] + earlier["seconds"]))
+            for earlier, later in itertools.pairwise(own)
+        )
+        for own in workers.values()
+    ]
     setup = trials[0]["started_at"] - summary["started_at"] if trials else 0.0
     end = summary["seconds"] - (summary["trials_ended_at"] - summary["started_at"])
     return {
-        "around_trials": outside + gaps,
-        "cache_loads": cache_load * max(0, len(trials) - 1),
+        "around_trials": max(around, default=0.0),  # the busiest worker's
+        "cache_loads": cache_load * max(0, max((len(own) for own in workers.values()), default=1) - 1),
         "setup": setup,
         "end": end,
     }

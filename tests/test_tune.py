@@ -164,6 +164,7 @@ def test_a_tune_reports_trials_and_leaves_a_reproducible_best(tiny_config: Path,
     trials = summary["trials"]
     assert [trial["number"] for trial in trials] == [0, 1, 2]
     assert all(trial["state"] == "complete" and len(trial["scores"]) == 2 for trial in trials)
+    assert {trial["worker"] for trial in trials} == {f"{socket.gethostname()}:{os.getpid()}"}
     assert (folder / "trials.csv").read_text(encoding="utf-8").count("\n") == 4  # header + 3 trials
     for line in (
         "best trial",

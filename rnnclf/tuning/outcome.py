@@ -70,6 +70,7 @@ def records(study: Any) -> list[dict[str, Any]]:
                 "started_at": attrs.get("started_at"),
                 "reason": attrs.get("reason", ""),
                 "folder": attrs.get("folder", ""),
+                "worker": attrs.get("worker", ""),  # HOST:PID of the process that ran it
             }
         )
     return rows
