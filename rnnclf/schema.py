@@ -342,6 +342,11 @@ def monitor_of(monitor: str, multi_label: bool) -> str:
     return "valid_micro_f1" if multi_label else "valid_accuracy"
 
 
+def lower_is_better(monitor: str) -> bool:
+    """Whether a resolved monitor is minimized (the loss) rather than maximized (every score)."""
+    return monitor == "valid_loss"
+
+
 SECTIONS: dict[str, type[Section]] = {
     "data": DataConfig,
     "text": TextConfig,

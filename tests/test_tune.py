@@ -519,7 +519,6 @@ def _journal_mode(database: Path) -> str:
 
 
 def test_the_study_file_is_written_in_wal_mode(tmp_path: Path) -> None:
-    pytest.importorskip("optuna")
     from rnnclf.config import Config
     from rnnclf.tuning.study import open_study
 

@@ -21,6 +21,7 @@ from rnnclf.models.addons.ensemble import average
 from rnnclf.models.addons.linear import blend
 from rnnclf.prepare import Prepared
 from rnnclf.runs import checkpoint, rundir
+from rnnclf.schema import lower_is_better
 from rnnclf.training.baseline import advice
 from rnnclf.training.distributed import Processes
 
@@ -45,7 +46,7 @@ def choose_share(
     for share in SHARES:
         scores = report(blend(recurrent, linear, share), gold, labels)
         grid.append({"share": share, **{f"valid_{name}": value for name, value in _scores(scores).items()}})
-    sign = -1.0 if monitor == "valid_loss" else 1.0
+    sign = -1.0 if lower_is_better(monitor) else 1.0
     best = max(grid, key=lambda row: (sign * row[monitor], -row["share"]))
     return best["share"], grid
 

@@ -19,6 +19,7 @@ from rnnclf.config import Config, validate
 from rnnclf.errors import RnnclfError
 from rnnclf.prepare import Prepared
 from rnnclf.runs import checkpoint, rundir
+from rnnclf.schema import lower_is_better
 from rnnclf.training.averaging import Average
 from rnnclf.training.distributed import Processes
 
@@ -82,7 +83,7 @@ class Progress:
             "padding": padding,
         }
         value = row[monitor]
-        improved = self.best is None or (value < self.best if monitor == "valid_loss" else value > self.best)
+        improved = self.best is None or (value < self.best if lower_is_better(monitor) else value > self.best)
         if improved:
             self.best = value
         row["best"] = improved

@@ -27,7 +27,7 @@ from rnnclf.errors import MissingExtra, RnnclfError
 from rnnclf.files import atomic_write
 from rnnclf.runs import rundir
 from rnnclf.runtime import cpu_count, prepare_cpu
-from rnnclf.schema import parse_duration
+from rnnclf.schema import lower_is_better, parse_duration
 from rnnclf.training.stopping import Interrupted, StopFlag
 from rnnclf.tuning.folds import write_folds
 from rnnclf.tuning.space import Dimension, applied, search_space, starting_point, trained_with
@@ -146,7 +146,7 @@ def _storage(optuna: Any, tune_dir: Path, storage: str | None, attempts: int = 5
 def open_study(config: Config, tune_dir: Path, storage: str | None, name: str, worker: int) -> Any:
     """The study in its storage (created by the first worker, joined by the others)."""
     optuna = require_optuna()
-    direction = "minimize" if config.tuned_on() == "valid_loss" else "maximize"
+    direction = "minimize" if lower_is_better(config.tuned_on()) else "maximize"
     backend = _storage(optuna, tune_dir, storage)
     epochs = max(config.train.epochs, *_epoch_choices(config))
     return optuna.create_study(

@@ -19,6 +19,7 @@ from typing import Any
 
 from rnnclf.config import Config
 from rnnclf.reporter import Reporter
+from rnnclf.schema import lower_is_better
 from rnnclf.training.stopping import Interrupted, StopFlag
 from rnnclf.tuning.folds import fold_config
 from rnnclf.tuning.space import Dimension, applied, suggest
@@ -201,7 +202,7 @@ def run_trial(
     if record.value is None and record.scores and record.state != "failed" and not folds:
         finite = [score for score in record.scores if math.isfinite(score)]
         if finite:  # the best epoch so far: shown, never chosen (only complete trials are)
-            record.value = min(finite) if metric == "valid_loss" else max(finite)
+            record.value = min(finite) if lower_is_better(metric) else max(finite)
     record.seconds = time.perf_counter() - started
     (folder / "last.pt").unlink(missing_ok=True)  # a trial is never resumed: only best.pt may stay
     if record.state != "complete":
