@@ -64,6 +64,7 @@ def records(study: Any) -> list[dict[str, Any]]:
                 "value": trial.value if trial.value is not None else attrs.get("value"),
                 "values": dict(trial.params),
                 "scores": attrs.get("scores", []),
+                "fold_values": attrs.get("fold_values", []),  # tune.folds > 1: each fold's score
                 "epochs": len(attrs.get("scores", [])),
                 "seconds": round(float(attrs.get("seconds", 0.0)), 2),
                 "train_seconds": round(float(attrs.get("train_seconds", 0.0)), 2),
