@@ -260,34 +260,6 @@ def test_the_median_pruner_judges_from_the_third_trial_and_the_second_epoch() ->
     assert not trial_reporting([0.1, 0.1, 0.66]).should_prune()  # its best so far is above it at epoch 3
 
 
-def test_the_sampler_follows_the_scores_from_the_fifth_trial(tmp_path: Path) -> None:
-    """Four trials (the config given and three random ones), then TPE: what the next trials try
-    depends on the scores so far. With Optuna's default of ten random
-    trials first, a tune of 5-15 trials (GoEmotions, IMDB 5,000 on 2 cores) stayed a random search."""
-    import optuna
-    from optuna.distributions import FloatDistribution
-
-    from rnnclf.config import Config
-    from rnnclf.tuning.study import open_study
-
-    points, space = [0.05, 0.35, 0.65, 0.95], {"key": FloatDistribution(0.0, 1.0)}
-
-    def next_three(best: int) -> list[float]:
-        study = open_study(Config(), tmp_path, None, f"best-{best}", 0)  # the same seed each time
-        for number, point in enumerate(points):
-            won = 1.0 if number == best else 0.0
-            study.add_trial(optuna.trial.create_trial(params={"key": point}, distributions=space, value=won))
-        tried = []
-        for _ in range(3):
-            trial = study.ask()
-            tried.append(trial.suggest_float("key", 0.0, 1.0))
-            study.tell(trial, 0.0)
-        return tried
-
-    runs = {best: next_three(best) for best in range(4)}
-    assert len({tuple(tried) for tried in runs.values()}) == 4, runs  # random: the same three each time
-
-
 def test_one_trial_is_the_configuration_given(tiny_config: Path) -> None:
     """--trials 1 runs one trial, the config itself (the starting point waiting in the queue is not a
     trial run: it used to count, and --trials 1 ran none)."""
