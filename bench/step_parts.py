@@ -97,7 +97,7 @@ def main() -> None:
         moments.append(time.perf_counter())
         if number >= args.warmup:
             timed += 1
-            for name, start, end in zip(parts, moments, moments[1:], strict=True):
+            for name, start, end in zip(parts, moments[:-1], moments[1:], strict=True):
                 parts[name] += end - start
     shown = ", ".join(f"{name} {seconds / timed * 1000:.2f}" for name, seconds in parts.items())
     total = sum(parts.values()) / timed * 1000
