@@ -155,7 +155,7 @@ def open_study(config: Config, tune_dir: Path, storage: str | None, name: str, w
         direction=direction,
         # Optuna's defaults: ten random trials (the first is the config given) before TPE models the
         # scores. Four, with a multivariate density, was measured on GoEmotions (docs/tuning.md, "The
-        # sampler"): TPE then sampled around the config's global thresholds and low learning rates,
+        # sampler"): TPE then sampled around the config's global threshold and at low learning rates,
         # and the tunes scored lower (test macro-F1 0.432 against 0.446, medians of 3 tune seeds).
         sampler=optuna.samplers.TPESampler(seed=config.tune.seed + worker),
         pruner=_pruner(optuna, config.tune.pruner, epochs),
