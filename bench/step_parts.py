@@ -19,6 +19,7 @@ such a change would save per step, not whether it trains as well.
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -66,38 +67,43 @@ def main() -> None:
     settings, device = config.train, choose_device(config.train.device)
     prepared = prepare(config)
     model = build_model(len(prepared.vocab), len(prepared.labels), config).to(device)
-    optimizer = make_optimizer(model, config)
-    clipped = list(model.parameters())
     if args.sparse_embedding:
         model.embedding.sparse = True  # backward gives (rows, E) for the batch's words, not (V, E)
-        dense = [p for name, p in model.named_parameters() if not name.startswith("embedding.")]
-        optimizer = Both(
-            torch.optim.Adam(dense, lr=settings.lr, fused=True),
+        clipped = [p for name, p in model.named_parameters() if not name.startswith("embedding.")]
+        optimizer: Any = Both(
+            torch.optim.Adam(clipped, lr=settings.lr, fused=True),
             torch.optim.SparseAdam([model.embedding.weight], lr=settings.lr),
         )
-        clipped = dense
+    else:
+        clipped, optimizer = list(model.parameters()), make_optimizer(model, config)
+
+    def now() -> float:  # CUDA runs asynchronously: a part ends when its kernels have
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
     batches = training_batches(prepared.train.lengths, settings.batch_size, torch.Generator().manual_seed(0))
     parts = {"forward": 0.0, "backward": 0.0, "clip": 0.0, "step": 0.0}
     timed = 0
     for number, indices in enumerate(batches[: args.warmup + args.steps]):
         ids, lengths, targets = collate(prepared.train, indices)
         ids, targets = ids.to(device), targets.to(device)
-        moments = [time.perf_counter()]
+        moments = [now()]
         with autocast(settings.precision, device):
             logits = model(ids, lengths)  # (B, C)
         loss = loss_of(logits.float(), targets, None)
-        moments.append(time.perf_counter())
+        moments.append(now())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        moments.append(time.perf_counter())
+        moments.append(now())
         if settings.clip_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(clipped, settings.clip_grad_norm)
-        moments.append(time.perf_counter())
+        moments.append(now())
         optimizer.step()
-        moments.append(time.perf_counter())
+        moments.append(now())
         if number >= args.warmup:
             timed += 1
-            for name, start, end in zip(parts, moments[:-1], moments[1:], strict=True):
+            for name, (start, end) in zip(parts, itertools.pairwise(moments), strict=True):
                 parts[name] += end - start
     shown = ", ".join(f"{name} {seconds / timed * 1000:.2f}" for name, seconds in parts.items())
     total = sum(parts.values()) / timed * 1000
