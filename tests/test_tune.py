@@ -25,7 +25,7 @@ from rnnclf.config import load
 from rnnclf.errors import RnnclfError
 from rnnclf.training.stopping import Interrupted, StopFlag
 from rnnclf.tuning import space as space_module
-from rnnclf.tuning.trial import Observer, TrialRecord
+from rnnclf.tuning.trial import SCHEDULE, Observer, TrialRecord
 
 pytest.importorskip("optuna")
 
@@ -247,6 +247,7 @@ def test_the_median_pruner_judges_from_the_third_trial_and_the_second_epoch() ->
 
     def trial_reporting(scores: list[float]) -> Any:
         trial = study.ask()
+        trial.set_user_attr(SCHEDULE, 10)
         for epoch, score in enumerate(scores, start=1):
             trial.report(score, epoch)
         return trial
@@ -258,6 +259,38 @@ def test_the_median_pruner_judges_from_the_third_trial_and_the_second_epoch() ->
     assert not trial_reporting([0.1]).should_prune()  # the first epoch alone: too early to judge
     assert trial_reporting([0.1, 0.1]).should_prune()  # below the median of the two at epoch 2
     assert not trial_reporting([0.1, 0.1, 0.66]).should_prune()  # its best so far is above it at epoch 3
+
+
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_the_median_pruner_compares_trials_at_the_same_share_of_their_schedules(direction: str) -> None:
+    """train.epochs is searched and the learning rate decays over each trial's own schedule, so a long
+    trial's early epochs score lower than a short trial's last ones: the bar at epoch e of E is the
+    complete trials' scores at the last epoch within e/E of their own schedules."""
+    import optuna
+
+    from rnnclf.tuning.study import _pruner
+
+    sign = 1.0 if direction == "maximize" else -1.0  # the same scores as losses: smaller is better
+    study = optuna.create_study(direction=direction, pruner=_pruner(optuna, "median", 12))
+
+    def trial_reporting(epochs: int, scores: list[float]) -> Any:
+        trial = study.ask()
+        trial.set_user_attr(SCHEDULE, epochs)
+        for epoch, score in enumerate(scores, start=1):
+            trial.report(sign * score, epoch)
+        return trial
+
+    for _ in range(2):  # two short schedules, complete: 0.8 at the end of epoch 2 of 3
+        study.tell(trial_reporting(3, [0.6, 0.8, 0.85]), sign * 0.85)
+    # A 12-epoch trial at epoch 2 (1/6 of its schedule) with 0.5: an epoch-matched median (0.8) would stop
+    # it; within 1/6 of their schedules the short trials reported nothing yet, so there is no bar.
+    assert not trial_reporting(12, [0.4, 0.5]).should_prune()
+    # At epoch 4 of 12 (1/3) the bar is their first epoch (1/3 of 3): 0.6.
+    assert not trial_reporting(12, [0.4, 0.5, 0.55, 0.62]).should_prune()
+    assert trial_reporting(12, [0.4, 0.5, 0.55, 0.58]).should_prune()
+    # At epoch 8 of 12 (2/3) the bar is their second epoch: 0.8.
+    assert trial_reporting(12, [0.4, 0.5, 0.55, 0.62, 0.7, 0.72, 0.75, 0.78]).should_prune()
+    assert not trial_reporting(12, [0.4, 0.5, 0.55, 0.62, 0.7, 0.72, 0.75, 0.81]).should_prune()
 
 
 def test_one_trial_is_the_configuration_given(tiny_config: Path) -> None:

@@ -70,11 +70,13 @@ def trial_config(config: Config) -> Config:
 
 def _pruner(optuna: Any, name: str, epochs: int) -> Any:
     if name == "median":
+        from rnnclf.tuning.pruning import ScheduleMedianPruner  # imports optuna
+
         # Two trials run whole before any is pruned (the first is the config given: a reference that
         # means something), and no trial is judged on its first epoch alone (steps are epochs, counted
         # from 1: pruning starts at the second). It waited for four: on GoEmotions (15 minutes, 2 cores)
         # 4-16 trials fit, so four unpruned trials of 100-600 s each took most of the budget.
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2)
+        return ScheduleMedianPruner(startup_trials=2, warmup_epochs=2)
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 2))
     return optuna.pruners.NopPruner()

@@ -26,6 +26,7 @@ from rnnclf.tuning.space import Dimension, applied, suggest
 
 # Pseudo signal numbers: why a trial was stopped at an epoch boundary (real signals are > 0).
 PRUNED, OVER_BUDGET, NOT_FINITE = -1, -2, -3
+SCHEDULE = "schedule_epochs"  # a trial's user attribute: its train.epochs (the pruner judges by share)
 STATES = ("complete", "pruned", "failed", "incomplete")
 
 
@@ -169,6 +170,7 @@ def run_trial(
     interrupted: Interrupted | None = None
     try:
         config = applied(base, values)
+        trial.set_user_attr(SCHEDULE, config.train.epochs)
         training = time.perf_counter()
         try:
             if not folds:
