@@ -9,13 +9,16 @@ storage and bookkeeping between and around trials, plus loading the cached prepr
 after the first, as a share of the budget.
 
 The linear baseline (fitted as the tune fits it, on the same split) is also scored once on the test
-split: IMDB 5,000's target is to reach it.
+split: IMDB 5,000's target is to reach it. `--reference CONFIG` (with `--reference-set KEY=VALUE`) trains a
+hand-made config once on the same split and scores it once on test, beside the tunes.
 
 Corpora (../shared/data): trec (train split 90/10 by train.seed, 10m), imdb5000 (the first 5,000
 training reviews, full IMDB test, 20m), goemotions (configs/goemotions.yaml's data section, 15m).
 
     python bench/tune_accuracy.py --corpus all --seeds 3                     # the targets (hours)
     python bench/tune_accuracy.py --corpus trec --budget 3m --seeds 1       # a quick check
+    python bench/tune_accuracy.py --corpus trec --seeds 0 --fasttext-python "" \
+        --reference configs/trec.yaml --reference-set ensemble.members=1      # the reference alone
 
 fastText runs in its own venv (fasttext-wheel needs numpy<2): /tmp/ftvenv with `pip install fasttext-wheel
 "numpy<2"`; --fasttext-python names its python ("" skips fastText). Medians over the seeds are printed,
@@ -147,6 +150,27 @@ def baseline_test(config: Path) -> dict[str, float]:
         return {}
     scored = linear_baseline(replace(prepared, valid=prepared.test))
     return {"accuracy": scored["valid"]["accuracy"]} if "valid" in scored else {}
+
+
+def reference_test(config: Path, reference: Path, sets: list[str], folder: Path) -> dict[str, Any]:
+    """A hand-made config (e.g. configs/trec.yaml with --reference-set ensemble.members=1) trained once
+    with `rnnclf train` on the bench config's data section (the tunes' own train/validation split: same
+    file, valid_fraction and train.seed) and scored once on test: what the tunes are held against."""
+    import yaml
+
+    raw = yaml.safe_load(reference.read_text(encoding="utf-8"))
+    bench = yaml.safe_load(config.read_text(encoding="utf-8"))
+    raw["data"] = bench["data"]
+    raw.setdefault("train", {}).update(device="cpu", seed=bench["train"]["seed"])
+    raw["output"] = {"run_dir": str(folder), "plots": False}
+    path = folder.parent / f"{folder.name}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    command = ["rnnclf", "train", str(path), "--quiet", *[part for item in sets for part in ("--set", item)]]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **THREADS})
+    if done.returncode != 0:
+        return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
+    metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+    return {**headline(metrics.get("test")), "valid": headline(metrics.get("valid"))}
 
 
 def run_tune(
@@ -287,6 +311,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="rnnclf tune --jobs (2 cores: 1 or 2)")
     parser.add_argument("--set", action="append", default=[], help="passed to rnnclf tune (repeatable)")
     parser.add_argument("--fasttext-python", default="/tmp/ftvenv/bin/python")
+    parser.add_argument("--reference", type=Path, help="a hand-made config trained once on the same split")
+    parser.add_argument("--reference-set", action="append", default=[], help="passed to its rnnclf train")
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "rnnclf-tune-bench")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
@@ -325,6 +351,11 @@ def main() -> None:
             print(json.dumps(run), flush=True)
         linear_test = baseline_test(config)
         results[corpus] = {"runs": runs, "baseline_test": linear_test}
+        if args.reference:
+            where = args.out / f"{corpus}-reference-{time.strftime('%H%M%S')}"
+            reference = reference_test(config, args.reference, args.reference_set, where)
+            results[corpus]["reference_test"] = reference
+            print(f"  {args.reference} on the same split: {reference}", flush=True)
         if not runs:
             continue
         keys = list(runs[0]["test"])
