@@ -10,10 +10,9 @@ The model and optimizer are built as `rnnclf train` builds them (fused Adam, the
 the first --warmup steps are not timed. Prints milliseconds per step for each part (means over the
 timed steps) and the steps in one epoch.
 
---sparse-embedding measures what training does not do (yet): sparse word-vector gradients (only the
-rows of the batch's words), stepped by torch.optim.SparseAdam (lazy Adam: untouched rows keep their
-moments) beside fused Adam for the other weights, and only the dense gradients clipped. It shows what
-such a change would save per step, not whether it trains as well.
+--sparse-embedding is `--set train.sparse_embedding=true`: sparse word-vector gradients (only the rows of
+the batch's words) stepped by lazy Adam beside fused Adam for the other weights, clipped with them
+(rnnclf.training.sparse), as `rnnclf train` does it.
 """
 
 from __future__ import annotations
@@ -23,24 +22,8 @@ import itertools
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class Both:
-    """Two optimizers stepped as one (the --sparse-embedding prototype)."""
-
-    def __init__(self, *optimizers: Any) -> None:
-        self.optimizers = optimizers
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        for optimizer in self.optimizers:
-            optimizer.zero_grad(set_to_none=set_to_none)
-
-    def step(self) -> None:
-        for optimizer in self.optimizers:
-            optimizer.step()
 
 
 def main() -> None:
@@ -49,7 +32,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="KEY=VALUE, as rnnclf train --set")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--sparse-embedding", action="store_true", help="the prototype described above")
+    parser.add_argument("--sparse-embedding", action="store_true", help="train.sparse_embedding=true")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     import torch
@@ -62,20 +45,17 @@ def main() -> None:
     from rnnclf.prepare import prepare
     from rnnclf.runtime import autocast, choose_device
     from rnnclf.training.optimization import make_optimizer
+    from rnnclf.training.sparse import clip_grad_norm, use_sparse_rows
 
-    config = load(args.config, args.set)
+    config = load(
+        args.config, [*args.set, *(["train.sparse_embedding=true"] if args.sparse_embedding else [])]
+    )
     settings, device = config.train, choose_device(config.train.device)
     prepared = prepare(config)
     model = build_model(len(prepared.vocab), len(prepared.labels), config).to(device)
-    if args.sparse_embedding:
-        model.embedding.sparse = True  # backward gives (rows, E) for the batch's words, not (V, E)
-        clipped = [p for name, p in model.named_parameters() if not name.startswith("embedding.")]
-        optimizer: Any = Both(
-            torch.optim.Adam(clipped, lr=settings.lr, fused=True),
-            torch.optim.SparseAdam([model.embedding.weight], lr=settings.lr),
-        )
-    else:
-        clipped, optimizer = list(model.parameters()), make_optimizer(model, config)
+    if settings.sparse_embedding:
+        use_sparse_rows([model.embedding])  # backward gives (rows, E) for the batch's words, not (V, E)
+    optimizer = make_optimizer(model, config)
 
     def now() -> float:  # CUDA runs asynchronously: a part ends when its kernels have
         if device.type == "cuda":
@@ -97,7 +77,7 @@ def main() -> None:
         loss.backward()
         moments.append(now())
         if settings.clip_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(clipped, settings.clip_grad_norm)
+            clip_grad_norm(model.parameters(), settings.clip_grad_norm)
         moments.append(now())
         optimizer.step()
         moments.append(now())

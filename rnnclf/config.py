@@ -140,6 +140,11 @@ def _check_together(config: Config, source: str) -> None:
             f"{source}: linear.ngrams = {config.linear.ngrams}: the linear add-on blends single-label models "
             "only; set it to 0 with data.multi_label: true (train.baseline still reports a linear model)"
         )
+    if config.train.sparse_embedding and config.train.optimizer == "sgd":
+        raise RnnclfError(
+            f"{source}: train.sparse_embedding needs train.optimizer adam or adamw (its word vectors step by "
+            "lazy Adam); set one of them, or sparse_embedding: false"
+        )
     if not config.data.multi_label and config.train.monitor == "valid_micro_f1":
         raise RnnclfError(
             f"{source}: train.monitor = valid_micro_f1 needs data.multi_label: true; "

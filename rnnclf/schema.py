@@ -183,6 +183,12 @@ class TrainConfig(Section):
         "the word vectors last (ULMFiT; useful with model.init_from)",
     )
     clip_grad_norm: float | None = Field(1.0, gt=0.0, description="clip the gradient norm; null: off")
+    sparse_embedding: bool = Field(
+        False,
+        description="word vectors learn from sparse gradients (only the rows of each batch's words), stepped "
+        "by lazy Adam: faster steps for large vocabularies; no weight decay on the word vectors; adam or "
+        "adamw, one process",
+    )
     patience: int | None = Field(
         3, ge=1, description="stop after this many epochs without improvement; null: never"
     )

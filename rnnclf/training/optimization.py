@@ -16,6 +16,7 @@ from rnnclf.errors import RnnclfError
 from rnnclf.inference.scoring import loss_of
 from rnnclf.prepare import Prepared
 from rnnclf.runtime import autocast
+from rnnclf.training.sparse import SplitAdam, clip_grad_norm
 
 
 def make_optimizer(model: nn.Module, config: Config, fused: bool = True) -> torch.optim.Optimizer:
@@ -26,6 +27,12 @@ def make_optimizer(model: nn.Module, config: Config, fused: bool = True) -> torc
     parameters: Any = [p for p in model.parameters() if p.requires_grad]
     if train.layer_lr_decay != 1.0 or train.gradual_unfreezing:
         parameters = layer_groups(model, config)
+    if train.sparse_embedding:  # the loop made the embeddings sparse (rnnclf.training.sparse)
+        grouped = train.layer_lr_decay != 1.0 or train.gradual_unfreezing
+        groups = parameters if grouped else [{"params": parameters}]
+        sparse = [m.weight for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse]
+        decoupled = train.optimizer == "adamw"
+        return SplitAdam(groups, sparse, train.lr, train.weight_decay, decoupled, fused)
     if train.optimizer == "sgd":
         return torch.optim.SGD(
             parameters, lr=train.lr, momentum=0.9, weight_decay=train.weight_decay, fused=fused
@@ -179,7 +186,7 @@ def train_step(
         scaler.unscale_(optimizer)
         # Per member, so an ensemble's members are clipped as each would be alone.
         for member in members:
-            nn.utils.clip_grad_norm_(member.parameters(), settings.clip_grad_norm)
+            clip_grad_norm(member.parameters(), settings.clip_grad_norm)  # sparse word vectors counted
     scaler.step(optimizer)
     scaler.update()
     schedule.step()

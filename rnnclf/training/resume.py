@@ -31,7 +31,7 @@ SHAPE_KEYS = {
     "linear": ("ngrams",),
     "text": ("tokenizer", "min_freq", "max_tokens", "max_length", "truncate"),
     "data": ("valid_fraction",),
-    "train": ("batch_size", "seed"),
+    "train": ("batch_size", "seed", "optimizer", "sparse_embedding"),  # the last two: the optimizer's state
 }
 RESUME_KEYS = ("optimizer", "scheduler", "scaler", "rng", "epoch", "step", "history", "best", "partial")
 
