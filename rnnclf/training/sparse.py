@@ -1,11 +1,11 @@
 """train.sparse_embedding: word vectors trained from sparse gradients (only the rows of a batch's words).
 
 With a dense gradient the word vectors cost every step as much as the whole (V, E) table: zeroed,
-filled, clipped and stepped by Adam although a batch touches a few hundred rows. On GoEmotions (30k
-words, 300-d vectors, batch 32) a step takes 47 ms so and 23 ms here (bench/step_parts.py). Here the
-embedding's backward gives (rows, E) and the word vectors step by lazy Adam (torch.optim.SparseAdam: a
-row's moments and its weights change only when the row is in the batch) beside Adam for the rest. Off
-by default: lazy Adam trained 8 of 9 GoEmotions configurations to a lower validation score.
+filled, clipped and stepped by Adam although a batch touches a few hundred rows (GoEmotions, 30k words,
+300-d vectors, batch 32: 47 ms a step dense, 23 ms here; bench/step_parts.py). Here the embedding's
+backward gives (rows, E) and the word vectors step by lazy Adam (torch.optim.SparseAdam: a row's
+moments and its weights change only when the row is in the batch) beside Adam for the rest. Off by
+default: lazy Adam trained 8 of 9 GoEmotions configurations to a lower validation score.
 
     use_sparse_rows(embeddings)       the trainable ones give sparse gradients
     SplitAdam(groups, ...)            Adam/AdamW (dense) + SparseAdam (word vectors) as one optimizer
