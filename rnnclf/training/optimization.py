@@ -25,10 +25,10 @@ def make_optimizer(model: nn.Module, config: Config, fused: bool = True) -> torc
     bench/optimizer_step.py)."""
     train = config.train
     parameters: Any = [p for p in model.parameters() if p.requires_grad]
-    if train.layer_lr_decay != 1.0 or train.gradual_unfreezing:
+    grouped = train.layer_lr_decay != 1.0 or train.gradual_unfreezing
+    if grouped:
         parameters = layer_groups(model, config)
     if train.sparse_embedding:  # the loop made the embeddings sparse (rnnclf.training.sparse)
-        grouped = train.layer_lr_decay != 1.0 or train.gradual_unfreezing
         groups = parameters if grouped else [{"params": parameters}]
         sparse = [m.weight for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse]
         decoupled = train.optimizer == "adamw"
