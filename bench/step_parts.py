@@ -11,8 +11,9 @@ the first --warmup steps are not timed. Prints milliseconds per step for each pa
 timed steps) and the steps in one epoch.
 
 --sparse-embedding is `--set train.sparse_embedding=true`: sparse word-vector gradients (only the rows of
-the batch's words) stepped by lazy Adam beside fused Adam for the other weights, clipped with them
-(rnnclf.training.sparse), as `rnnclf train` does it.
+the batch's words) stepped by the row-wise Adam beside fused Adam for the other weights, clipped with
+them (rnnclf.training.sparse), as `rnnclf train` does it; the catch-up of the batch's returning rows
+(the embedding's forward pre-hook) is timed in the forward part.
 """
 
 from __future__ import annotations

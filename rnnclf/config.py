@@ -143,7 +143,12 @@ def _check_together(config: Config, source: str) -> None:
     if config.train.sparse_embedding and config.train.optimizer == "sgd":
         raise RnnclfError(
             f"{source}: train.sparse_embedding needs train.optimizer adam or adamw (its word vectors step by "
-            "lazy Adam); set one of them, or sparse_embedding: false"
+            "a row-wise Adam); set one of them, or sparse_embedding: false"
+        )
+    if config.train.sparse_embedding and config.train.ema is not None:
+        raise RnnclfError(
+            f"{source}: train.sparse_embedding and train.ema: the average reads every word vector each step, "
+            "which is what sparse_embedding avoids; set ema: null or sparse_embedding: false"
         )
     if not config.data.multi_label and config.train.monitor == "valid_micro_f1":
         raise RnnclfError(

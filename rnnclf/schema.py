@@ -186,8 +186,8 @@ class TrainConfig(Section):
     sparse_embedding: bool = Field(
         False,
         description="word vectors learn from sparse gradients (only the rows of each batch's words), stepped "
-        "by lazy Adam: faster steps for large vocabularies; no weight decay on the word vectors; adam or "
-        "adamw, one process",
+        "as dense Adam/AdamW would step them: faster steps for large vocabularies; adam's L2 penalty "
+        "skips the word vectors (adamw's decay does not); one process, no ema",
     )
     patience: int | None = Field(
         3, ge=1, description="stop after this many epochs without improvement; null: never"

@@ -41,7 +41,7 @@ from rnnclf.training.initialise import encoder_vocab, init_encoders, overlap
 from rnnclf.training.optimization import class_weights, make_optimizer, make_schedule, train_step
 from rnnclf.training.outcome import finish, summary_lines
 from rnnclf.training.resume import TrainingState, check_resumable, load_last
-from rnnclf.training.sparse import use_sparse_rows
+from rnnclf.training.sparse import bring_up_to_date, use_sparse_rows
 from rnnclf.training.stopping import Interrupted, StopFlag
 
 log = logging.getLogger("rnnclf")
@@ -283,6 +283,7 @@ def _train(
                 reporter.close()
                 raise Interrupted(signal, run_dir)
         # Each epoch validates the recurrent model alone (a blend's share is chosen at the end).
+        bring_up_to_date(state.optimizer)  # sparse word vectors: every row as dense Adam has it
         raw = state.average.swapped_in(model) if state.average is not None else None
         valid = evaluate(  # multi-label: at thresholds chosen on this pass (train.thresholds)
             recurrent,

@@ -30,7 +30,7 @@ def make_optimizer(model: nn.Module, config: Config, fused: bool = True) -> torc
         parameters = layer_groups(model, config)
     if train.sparse_embedding:  # the loop made the embeddings sparse (rnnclf.training.sparse)
         groups = parameters if grouped else [{"params": parameters}]
-        sparse = [m.weight for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse]
+        sparse = [m for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse]
         decoupled = train.optimizer == "adamw"
         return SplitAdam(groups, sparse, train.lr, train.weight_decay, decoupled, fused)
     if train.optimizer == "sgd":

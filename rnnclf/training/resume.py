@@ -22,6 +22,7 @@ from rnnclf.runs import checkpoint, rundir
 from rnnclf.schema import lower_is_better
 from rnnclf.training.averaging import Average
 from rnnclf.training.distributed import Processes
+from rnnclf.training.sparse import bring_up_to_date
 
 # Settings that change the model's shape, its inputs or the replayed batch order and split: a
 # checkpoint only resumes under the same ones.
@@ -115,6 +116,7 @@ class TrainingState:
 
     def snapshot(self) -> dict[str, Any]:
         """The whole state as plain types and tensors (every process: it gathers their random states)."""
+        bring_up_to_date(self.optimizer)  # before the weights are read: sparse word vectors all current
         averaged = {}
         if self.average is not None:
             averaged = {"training_model": self.model.state_dict(), "average_updates": self.average.updates}
