@@ -140,15 +140,15 @@ def _check_together(config: Config, source: str) -> None:
             f"{source}: linear.ngrams = {config.linear.ngrams}: the linear add-on blends single-label models "
             "only; set it to 0 with data.multi_label: true (train.baseline still reports a linear model)"
         )
-    if config.train.sparse_embedding and config.train.optimizer == "sgd":
+    if config.train.sparse_embedding is True and config.train.optimizer == "sgd":
         raise RnnclfError(
             f"{source}: train.sparse_embedding needs train.optimizer adam or adamw (its word vectors step by "
-            "a row-wise Adam); set one of them, or sparse_embedding: false"
+            "a row-wise Adam); set one of them, or sparse_embedding: auto"
         )
-    if config.train.sparse_embedding and config.train.ema is not None:
+    if config.train.sparse_embedding is True and config.train.ema is not None:
         raise RnnclfError(
             f"{source}: train.sparse_embedding and train.ema: the average reads every word vector each step, "
-            "which is what sparse_embedding avoids; set ema: null or sparse_embedding: false"
+            "which is what sparse_embedding avoids; set ema: null or sparse_embedding: auto"
         )
     if not config.data.multi_label and config.train.monitor == "valid_micro_f1":
         raise RnnclfError(

@@ -183,11 +183,13 @@ class TrainConfig(Section):
         "the word vectors last (ULMFiT; useful with model.init_from)",
     )
     clip_grad_norm: float | None = Field(1.0, gt=0.0, description="clip the gradient norm; null: off")
-    sparse_embedding: bool = Field(
-        False,
+    sparse_embedding: Literal["auto"] | bool = Field(
+        "auto",
         description="word vectors learn from sparse gradients (only the rows of each batch's words), stepped "
         "as dense Adam/AdamW would step them: faster steps for large vocabularies; adam's L2 penalty "
-        "skips the word vectors (adamw's decay does not); one process, no ema",
+        "skips the word vectors (adamw's decay does not); true needs adam/adamw, one process, no ema; "
+        "auto: on where the result is dense Adam's (adamw, or adam without weight_decay), on a CPU, "
+        "from 1M word-vector weights",
     )
     patience: int | None = Field(
         3, ge=1, description="stop after this many epochs without improvement; null: never"
@@ -231,6 +233,13 @@ class TrainConfig(Section):
         if isinstance(value, float) and not 0.0 < value < 1.0:
             raise ValueError("a fixed threshold must lie strictly between 0 and 1")
         return value
+
+    @field_validator("sparse_embedding", mode="before")
+    @classmethod
+    def _true_false_or_auto(cls, value: Any) -> Any:
+        if value == "auto" or isinstance(value, bool):
+            return value
+        raise ValueError("expected true, false or auto")
 
     @field_validator("class_weights")
     @classmethod

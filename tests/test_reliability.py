@@ -416,7 +416,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         (["text.max_length=10"], ["text.max_length"]),
         (["ensemble.members=2", "linear.ngrams=2"], ["ensemble.members", "linear.ngrams"]),
         # The optimizer's state is laid out by these two.
-        (["train.sparse_embedding=true"], ["train.sparse_embedding (False in the checkpoint, True now)"]),
+        (["train.sparse_embedding=true"], ["train.sparse_embedding ('auto' in the checkpoint, True now)"]),
         (["train.optimizer=sgd"], ["train.optimizer ('adam' in the checkpoint, 'sgd' now)"]),
     ],
 )

@@ -230,3 +230,34 @@ def test_sparse_word_vectors_refuse_a_weight_average(tiny_config: Path, tmp_path
     assert result.exit_code == 2
     assert "train.sparse_embedding and train.ema" in result.output
     assert not (tmp_path / "avg").exists()
+
+
+def test_auto_turns_sparse_steps_on_where_they_apply_and_pay() -> None:
+    """auto: adamw or adam without L2, no ema, one process, a CPU, a table of >= SPARSE_FROM weights;
+    true and false as set."""
+    from types import SimpleNamespace
+
+    from rnnclf.config import validate
+    from rnnclf.training.sparse import SPARSE_FROM, sparse_wanted
+
+    def wanted(table: int, size: int = 1, device: str = "cpu", **train: object) -> bool:
+        config = validate({"train": train})
+        processes = SimpleNamespace(size=size, device=torch.device(device))
+        return sparse_wanted(config.train, table, processes)  # type: ignore[arg-type]
+
+    assert validate({}).train.sparse_embedding == "auto"
+    assert wanted(SPARSE_FROM) and wanted(SPARSE_FROM, optimizer="adamw")
+    assert not wanted(SPARSE_FROM - 1)  # a small table: the dense step is cheaper
+    assert not wanted(SPARSE_FROM, optimizer="sgd")
+    assert not wanted(SPARSE_FROM, weight_decay=1e-5)  # adam's L2 would skip the word vectors
+    assert wanted(SPARSE_FROM, optimizer="adamw", weight_decay=1e-5)
+    assert not wanted(SPARSE_FROM, ema=0.99)
+    assert not wanted(SPARSE_FROM, size=2)  # torchrun
+    assert not wanted(SPARSE_FROM, device="cuda")  # not measured there
+    assert wanted(10, sparse_embedding=True) and not wanted(10**9, sparse_embedding=False)
+
+
+def test_sparse_embedding_takes_true_false_or_auto(tiny_config: Path) -> None:
+    result = CliRunner().invoke(app, ["train", str(tiny_config), "--set", "train.sparse_embedding=maybe"])
+    assert result.exit_code == 2
+    assert "train.sparse_embedding = maybe: expected true, false or auto" in result.output

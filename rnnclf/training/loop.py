@@ -41,7 +41,7 @@ from rnnclf.training.initialise import encoder_vocab, init_encoders, overlap
 from rnnclf.training.optimization import class_weights, make_optimizer, make_schedule, train_step
 from rnnclf.training.outcome import finish, summary_lines
 from rnnclf.training.resume import TrainingState, check_resumable, load_last
-from rnnclf.training.sparse import bring_up_to_date, use_sparse_rows
+from rnnclf.training.sparse import bring_up_to_date, sparse_wanted, use_sparse_rows
 from rnnclf.training.stopping import Interrupted, StopFlag
 
 log = logging.getLogger("rnnclf")
@@ -175,9 +175,10 @@ def _set_up(
         reporter.message(f"pretrained vectors: {found} of {len(prepared.vocab)} vocabulary words found")
     for member in members:
         member.embedding.weight.requires_grad_(not config.model.freeze_embeddings)
-    if config.train.sparse_embedding:
-        if processes.size > 1:  # DDP all-reduces dense gradients
-            raise RnnclfError("train.sparse_embedding trains in one process; set it to false under torchrun")
+    sparse = sparse_wanted(config.train, len(prepared.vocab) * config.model.embedding_dim, processes)
+    if sparse:
+        if processes.size > 1:  # DDP all-reduces dense gradients; auto is off there
+            raise RnnclfError("train.sparse_embedding trains in one process; set it to auto under torchrun")
         use_sparse_rows(member.embedding for member in members)
     if isinstance(model, Blend) and not resume:
         fitted = fit(model.linear, prepared.train, c=config.linear.c)
@@ -192,7 +193,7 @@ def _set_up(
         + (f", ensemble of {len(members)}" if len(members) > 1 else "")
         + (f", linear 1-{config.linear.ngrams}-grams blended" if isinstance(model, Blend) else "")
         + f", {parameter_count(model):,} parameters, device {processes.device}, "
-        f"precision {config.train.precision}"
+        f"precision {config.train.precision}" + (", sparse word-vector steps" if sparse else "")
     )
     return model
 

@@ -28,9 +28,9 @@ def make_optimizer(model: nn.Module, config: Config, fused: bool = True) -> torc
     grouped = train.layer_lr_decay != 1.0 or train.gradual_unfreezing
     if grouped:
         parameters = layer_groups(model, config)
-    if train.sparse_embedding:  # the loop made the embeddings sparse (rnnclf.training.sparse)
+    sparse = [m for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse]
+    if sparse:  # the loop made them sparse (train.sparse_embedding, rnnclf.training.sparse)
         groups = parameters if grouped else [{"params": parameters}]
-        sparse = [m for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse]
         decoupled = train.optimizer == "adamw"
         return SplitAdam(groups, sparse, train.lr, train.weight_decay, decoupled, fused)
     if train.optimizer == "sgd":

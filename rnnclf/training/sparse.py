@@ -25,6 +25,30 @@ from typing import Any
 import torch
 from torch import nn
 
+from rnnclf.config import TrainConfig
+from rnnclf.training.distributed import Processes
+
+# auto turns sparse gradients on from this many word-vector weights (vocabulary x embedding_dim) per table:
+# below it a dense step costs less than the catch-up's fixed share (bench/step_parts.py, bf16, 2 cores:
+# TREC's 0.4M, 9.4 ms dense against 10.3 sparse; GoEmotions' 1.8M, 19.2 against 15.7; 9.1M, 44.2 / 20.0).
+SPARSE_FROM = 1_000_000
+
+
+def sparse_wanted(train: TrainConfig, table: int, processes: Processes) -> bool:
+    """Whether train.sparse_embedding turns sparse word-vector gradients on for a table of `table`
+    weights: true or false as set; auto where the result is dense Adam's (adamw, or adam without an L2
+    penalty, which sparse steps leave off the word vectors; no ema; one process), on a CPU (not
+    measured on CUDA), from SPARSE_FROM weights."""
+    if train.sparse_embedding != "auto":
+        return bool(train.sparse_embedding)
+    return (
+        (train.optimizer == "adamw" or (train.optimizer == "adam" and train.weight_decay == 0.0))
+        and train.ema is None
+        and processes.size == 1
+        and processes.device.type == "cpu"
+        and table >= SPARSE_FROM
+    )
+
 
 def use_sparse_rows(embeddings: Iterable[nn.Embedding]) -> None:
     """Switch the trainable ones of these embeddings to sparse gradients."""
