@@ -221,11 +221,8 @@ class RowAdam(torch.optim.Optimizer):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
-        self.current, self.history, self._cache = (
-            {},
-            {},
-            {},
-        )  # rebuilt from each weight's saved step at its next use
+        # Rebuilt at each weight's next step, from its saved step (saved states are flushed: all current).
+        self.current, self.history, self._cache = {}, {}, {}
 
 
 class History:
@@ -340,7 +337,7 @@ def _bring_rows_up_to_date(
 
 
 def bring_up_to_date(optimizer: torch.optim.Optimizer) -> None:
-    """Before the weights are read whole (scoring, saving, averaging): a SplitAdam's word vectors brought
+    """Before the weights are read whole (scoring, saving): a SplitAdam's word vectors brought
     up to date; any other optimizer keeps its weights current anyway."""
     if isinstance(optimizer, SplitAdam):
         optimizer.flush()
