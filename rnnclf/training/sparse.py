@@ -91,7 +91,9 @@ class RowAdam(torch.optim.Optimizer):
         # current to, (V,) int64, and since the last flush each step's h_u and running sum of log d_u.
         self.current: dict[nn.Parameter, torch.Tensor] = {}
         self.history: dict[nn.Parameter, History] = {}
-        self._cache: dict[nn.Parameter, tuple[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
+        self._cache: dict[
+            nn.Parameter, tuple[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]
+        ] = {}
 
     def _state_of(self, weight: nn.Parameter) -> dict[str, Any]:
         state = self.state[weight]
@@ -127,7 +129,7 @@ class RowAdam(torch.optim.Optimizer):
         scale = (self.EPS * eps_scale[since])[:, None].to(dtype)  # (R, 1), > 0
         direction = m_rows / v_rows.sqrt().add_(scale)  # (R, E) m0 / (sqrt(v0) + eps y); 0 where m0 is
         rows_now = weight.index_select(0, rows)
-        if self._decays(weight):
+        if decay is not None:
             rows_now.mul_(decay[since, None].to(dtype))
         weight.index_copy_(0, rows, rows_now.sub_(direction.mul_(owed[since, None].to(dtype))))
         beta1, beta2 = self.BETAS
@@ -135,18 +137,12 @@ class RowAdam(torch.optim.Optimizer):
         v.index_copy_(0, rows, v_rows.mul_((beta2 ** missed.double())[:, None].to(dtype)))
         current[rows] = step
 
-    def _decays(self, weight: nn.Parameter) -> bool:
-        return any(
-            group["weight_decay"] > 0
-            for group in self.param_groups
-            if any(p is weight for p in group["params"])
-        )
-
-    def _owed(self, weight: nn.Parameter) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _owed(self, weight: nn.Parameter) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """For a row last current at step base + i (i = 0..S, S steps since the last flush), as of now:
         the sum over the steps it missed of h_u r^(u - t0) decayed by AdamW through the later steps, the
-        eps scale y for its skipped steps, and AdamW's decay through them all; (S + 1,) float64 each,
-        computed once per step (suffix sums: every term positive, none cancels)."""
+        eps scale y for its skipped steps, and AdamW's decay through them all (None: no step since the
+        flush decayed); (S + 1,) float64 each, computed once per step (suffix sums: every term positive,
+        none cancels)."""
         history, step = self.history[weight], self.state[weight]["step"]
         cached = self._cache.get(weight)
         if cached is not None and cached[0] == step:
@@ -154,7 +150,7 @@ class RowAdam(torch.optim.Optimizer):
         beta1, beta2 = self.BETAS
         r = beta1 / math.sqrt(beta2)
         size = history.steps
-        h, log_d, root = history.moves(), history.decays(), history.roots()  # (S + 1,): step base + i
+        h, log_d, root = history.columns()  # (S + 1,) each: step base + i
         ahead = torch.arange(size + 1, device=weight.device, dtype=torch.float64) - size  # u - now, <= 0
         # Step u's move for a row last current at i: h_u e^(L_now - L_u) r^(u - i)
         #   = [h_u e^(L_now - L_u) r^(u - now)] * r^(now - i); the bracket grows as u goes back (at most
@@ -168,7 +164,7 @@ class RowAdam(torch.optim.Optimizer):
         after_y = torch.cat([term_y.flip(0).cumsum(0).flip(0)[1:], term.new_zeros(1)])
         owed = after * r ** (-ahead)
         eps_scale = torch.where(after > 0, after_y / after.clamp(min=1e-300), 1.0) * beta2 ** (ahead / 2)
-        decay = torch.exp(log_d[-1] - log_d)
+        decay = torch.exp(log_d[-1] - log_d) if bool(log_d[-1] != 0.0) else None
         self._cache[weight] = (step, (owed, eps_scale, decay))
         return owed, eps_scale, decay
 
@@ -242,14 +238,10 @@ class History:
         self.buffer[1, self.steps] = self.buffer[1, self.steps - 1] + log_decay
         self.buffer[2, self.steps] = root
 
-    def moves(self) -> torch.Tensor:
-        return self.buffer[0, : self.steps + 1]
-
-    def decays(self) -> torch.Tensor:
-        return self.buffer[1, : self.steps + 1]
-
-    def roots(self) -> torch.Tensor:
-        return self.buffer[2, : self.steps + 1]
+    def columns(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(h, running sum of log d, sqrt(1 - beta2^u)), (S + 1,) each; index i is step base + i."""
+        h, log_d, root = self.buffer[:, : self.steps + 1]
+        return h, log_d, root
 
 
 class SplitAdam(torch.optim.Optimizer):
