@@ -11,6 +11,7 @@ import torch
 from rnnclf.errors import RnnclfError
 
 _cpu_ready = False
+_cpu_bf16: bool | None = None  # bf16_runs' answer for the CPU, once known
 
 
 def prepare_cpu() -> None:
@@ -37,8 +38,36 @@ def choose_device(name: str) -> torch.device:
 
 
 def check_precision(precision: str, device: torch.device) -> None:
+    """Refuse, in one line, a precision this device cannot train in (before anything is written)."""
     if precision == "fp16" and device.type != "cuda":
-        raise RnnclfError("train.precision = fp16: fp16 needs a CUDA device; on CPU use bf16 or fp32")
+        raise RnnclfError("train.precision = fp16: fp16 needs a CUDA device; on CPU use auto, bf16 or fp32")
+    if precision == "bf16" and not bf16_runs(device):
+        where = "this CPU has no bf16 LSTM kernel (it needs AVX-512 BF16 or AMX)"
+        if device.type == "cuda":
+            where = "this GPU does not support bf16"
+        raise RnnclfError(
+            f"train.precision = bf16: {where}; use auto (bf16 where it runs fast, else fp32) or fp32"
+        )
+
+
+def bf16_runs(device: torch.device) -> bool:
+    """Whether an LSTM runs under bf16 autocast here at all. On CPUs without AVX-512 BF16 or AMX
+    (many laptops; AMD before Zen 4) oneDNN has no bf16 LSTM primitive: the forward pass raises
+    "could not create a primitive descriptor" (torch 2.13). Tried once per process on a tiny LSTM."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    global _cpu_bf16
+    if _cpu_bf16 is None:
+        try:
+            lstm = torch.nn.LSTM(4, 4, batch_first=True)
+            x = torch.zeros(1, 2, 4, requires_grad=True)  # (B, T, C)
+            with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+                states = lstm(x)[0]
+            states.float().sum().backward()
+            _cpu_bf16 = True
+        except RuntimeError:
+            _cpu_bf16 = False
+    return _cpu_bf16
 
 
 def fast_bf16(device: torch.device) -> bool:
@@ -53,8 +82,20 @@ def fast_bf16(device: torch.device) -> bool:
         return False
 
 
+def resolved_precision(precision: str, device: torch.device) -> str:
+    """The precision a forward pass runs in: auto -> bf16 where it runs fast (fast_bf16), else fp32;
+    bf16 where no bf16 LSTM kernel exists -> fp32 (scoring a model trained elsewhere in bf16: its
+    weights are fp32, so fp32 only drops the rounding). Training refuses that bf16 before it starts."""
+    if precision == "auto":
+        return "bf16" if fast_bf16(device) else "fp32"
+    if precision == "bf16" and not bf16_runs(device):
+        return "fp32"
+    return precision
+
+
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
     """Mixed precision for the forward pass; fp32 is a no-op context."""
+    precision = resolved_precision(precision, device)
     if precision == "fp32":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16

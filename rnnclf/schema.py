@@ -223,8 +223,10 @@ class TrainConfig(Section):
     )
     seed: int = Field(13, description="same seed, same data: same result on CPU")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto takes cuda when available")
-    precision: Literal["fp32", "bf16", "fp16"] = Field(
-        "fp32", description="fp32; bf16 (fast on recent CPUs and GPUs); fp16 (CUDA only)"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "fp32",
+        description="fp32; bf16 (fast on CPUs with AMX and on GPUs; refused where the CPU has no bf16 LSTM "
+        "kernel); fp16 (CUDA only); auto: bf16 where it runs fast, else fp32",
     )
 
     @field_validator("thresholds")

@@ -32,7 +32,7 @@ from rnnclf.prepare import Prepared
 from rnnclf.pretraining.loop import LM_FILE, language_model_stage
 from rnnclf.reporter import Reporter, Silent, counted
 from rnnclf.runs import checkpoint, rundir
-from rnnclf.runtime import check_precision, prepare_cpu, seed_everything
+from rnnclf.runtime import check_precision, prepare_cpu, resolved_precision, seed_everything
 from rnnclf.text.vectors import load_pretrained
 from rnnclf.training.averaging import Average
 from rnnclf.training.baseline import linear_baseline
@@ -193,9 +193,15 @@ def _set_up(
         + (f", ensemble of {len(members)}" if len(members) > 1 else "")
         + (f", linear 1-{config.linear.ngrams}-grams blended" if isinstance(model, Blend) else "")
         + f", {parameter_count(model):,} parameters, device {processes.device}, "
-        f"precision {config.train.precision}" + (", sparse word-vector steps" if sparse else "")
+        f"precision {_precision_shown(config.train.precision, processes.device)}"
+        + (", sparse word-vector steps" if sparse else "")
     )
     return model
+
+
+def _precision_shown(precision: str, device: torch.device) -> str:
+    """'bf16', or for auto what it chose here: 'fp32 (auto)'."""
+    return f"{resolved_precision(precision, device)} (auto)" if precision == "auto" else precision
 
 
 def _state(
