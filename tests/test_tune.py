@@ -84,6 +84,17 @@ def test_a_bad_space_is_one_line_naming_the_key_before_any_training(
     assert not Path("tuned").exists()  # nothing half-written
 
 
+def test_a_precision_no_trial_can_train_in_is_one_line_before_any_training(
+    tiny_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rnnclf.runtime
+
+    monkeypatch.setattr(rnnclf.runtime, "bf16_runs", lambda device: False)
+    configure(tiny_config, precision="bf16")
+    user_error(cli("tune", tiny_config, "--trials", "2", "--run-dir", "tuned"), "train.precision = bf16")
+    assert not Path("tuned").exists()
+
+
 def test_a_bad_budget_and_a_missing_optuna_are_one_line(
     tiny_config: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

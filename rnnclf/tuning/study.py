@@ -26,7 +26,7 @@ from rnnclf.config import Config, dump, validate
 from rnnclf.errors import MissingExtra, RnnclfError
 from rnnclf.files import atomic_write
 from rnnclf.runs import rundir
-from rnnclf.runtime import cpu_count, prepare_cpu
+from rnnclf.runtime import check_precision, choose_device, cpu_count, prepare_cpu
 from rnnclf.schema import lower_is_better, parse_duration
 from rnnclf.training.stopping import Interrupted, StopFlag
 from rnnclf.tuning.folds import write_folds
@@ -323,6 +323,9 @@ def tune(
     if jobs < 1:
         raise RnnclfError(f"--jobs {jobs}: must be at least 1")
     dimensions, kept = search_space(config)  # a bad space fails here, before any training
+    # A precision no trial could train in (bf16 on a CPU without a bf16 LSTM kernel): one line now,
+    # not one failed trial after another until the budget is spent.
+    check_precision(trained_with(config)["train.precision"], choose_device(config.train.device))
     tune_dir = Path(tune_dir)
     if resume and not (tune_dir / TUNE_CONFIG).exists():
         raise RnnclfError(f"--resume: {tune_dir} holds no tune to continue ({TUNE_CONFIG} is missing)")
