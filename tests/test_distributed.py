@@ -353,6 +353,22 @@ def test_two_processes_train_like_one_on_the_same_global_batch(runs: dict) -> No
 
 @pytest.mark.slow
 @processes_test
+def test_sparse_word_vector_steps_are_refused_in_one_line_under_several_processes(tmp_path: Path) -> None:
+    """DDP all-reduces dense gradients: train.sparse_embedding true is one line on every process (auto
+    is off there), and no run is left."""
+    config = write_tiny_project(tmp_path / "project")
+    options = ["--run-dir", "run", "--quiet", "--set", "train.sparse_embedding=true"]
+    processes = by_hand([["train", str(config), *options]] * 2, tmp_path)
+    for process in processes:
+        code, _, stderr = finish(process, timeout=EXIT_WITHIN_S + 60)
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        assert code == 2, stderr
+        assert len(lines) == 1 and "train.sparse_embedding trains in one process" in lines[0], stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+@processes_test
 def test_processes_that_prepared_different_data_stop_with_a_clear_error(tmp_path: Path) -> None:
     """Two processes started by hand; the second reads a different copy of the data (one document
     more), as on a machine with a stale copy. Both say so in one line and exit 2; nothing is written."""
