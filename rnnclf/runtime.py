@@ -71,10 +71,11 @@ def bf16_runs(device: torch.device) -> bool:
 
 
 def fast_bf16(device: torch.device) -> bool:
-    """Whether bf16 autocast runs fast on this device: a CUDA GPU that supports bf16, or a CPU with AMX
-    tiles (there LSTM training measured ~1.8x fp32's speed). Other CPUs emulate bf16, slower than fp32."""
+    """Whether bf16 autocast runs fast on this device: a CUDA GPU with bf16 units (Ampere and later; older
+    ones emulate it, which torch's is_bf16_supported counts by default), or a CPU with AMX tiles (there
+    LSTM training measured ~1.8x fp32's speed). Other CPUs emulate bf16, slower than fp32, or lack it."""
     if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
     amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # torch's own check; private, so guarded
     try:
         return bool(amx is not None and amx())

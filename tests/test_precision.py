@@ -103,3 +103,16 @@ def test_a_bf16_model_is_scored_in_fp32_where_the_cpu_cannot_run_bf16(
     state["config"]["train"]["precision"] = "bf16"
     monkeypatch.setattr(runtime, "bf16_runs", lambda device: False)
     assert torch.equal(Predictor(state).probabilities(texts), fp32)
+
+
+def test_auto_takes_bf16_on_a_gpu_only_where_it_has_bf16_units(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.cuda.is_bf16_supported() also says yes where bf16 is emulated (before Ampere): slow."""
+
+    def supported(including_emulation: bool = True) -> bool:
+        return including_emulation  # a GPU that only emulates bf16
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", supported)
+    cuda = torch.device("cuda")
+    assert runtime.fast_bf16(cuda) is False
+    assert runtime.resolved_precision("auto", cuda) == "fp32"
+    assert runtime.bf16_runs(cuda) is True  # it runs: asked for, bf16 is allowed
