@@ -85,11 +85,11 @@ def fast_bf16(device: torch.device) -> bool:
 
 def resolved_precision(precision: str, device: torch.device) -> str:
     """The precision a forward pass runs in: auto -> bf16 where it runs fast (fast_bf16), else fp32;
-    bf16 where no bf16 LSTM kernel exists -> fp32 (scoring a model trained elsewhere in bf16: its
-    weights are fp32, so fp32 only drops the rounding). Training refuses that bf16 before it starts."""
+    bf16 where no bf16 LSTM kernel exists, fp16 off CUDA -> fp32 (scoring a model trained elsewhere:
+    its weights are fp32, so fp32 only drops the rounding). Training refuses those before it starts."""
     if precision == "auto":
         return "bf16" if fast_bf16(device) else "fp32"
-    if precision == "bf16" and not bf16_runs(device):
+    if (precision == "bf16" and not bf16_runs(device)) or (precision == "fp16" and device.type != "cuda"):
         return "fp32"
     return precision
 

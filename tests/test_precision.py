@@ -28,6 +28,7 @@ CPU = torch.device("cpu")
         ("bf16", False, True, "bf16"),  # asked for, and it runs
         ("bf16", False, False, "fp32"),  # scoring only: training refuses it first
         ("fp32", True, True, "fp32"),
+        ("fp16", True, True, "fp32"),  # scoring an fp16 (CUDA) model on a CPU
     ],
 )
 def test_the_precision_a_forward_pass_runs_in(

@@ -54,9 +54,8 @@ class Predictor:
             ) from None
         self.device = torch.device(device)
         # Score in the precision the model was trained and validated in (bf16: ~2x faster on CPUs
-        # with AMX); fp16 exists on CUDA only.
-        precision = self.config.train.precision
-        self.precision = "fp32" if precision == "fp16" and self.device.type != "cuda" else precision
+        # with AMX); where this device cannot, autocast scores in fp32 (runtime.resolved_precision).
+        self.precision = self.config.train.precision
         self.model.to(self.device).eval()
         self.state = state
         self.path: Path | None = None  # the checkpoint file, when loaded from one

@@ -169,10 +169,9 @@ def trained_with(config: Config) -> dict[str, Any]:
     if precision == "auto":
         precision = config.train.precision
         if "train.precision" not in user_set(config):
-            from rnnclf.runtime import choose_device, fast_bf16  # torch: only once a tune runs
+            from rnnclf.runtime import choose_device, resolved_precision  # torch: once a tune runs
 
-            if fast_bf16(choose_device(config.train.device)):
-                precision = "bf16"
+            precision = resolved_precision("auto", choose_device(config.train.device))
     settings["train.precision"] = precision
     return settings
 

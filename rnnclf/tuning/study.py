@@ -325,7 +325,8 @@ def tune(
     dimensions, kept = search_space(config)  # a bad space fails here, before any training
     # A precision no trial could train in (bf16 on a CPU without a bf16 LSTM kernel): one line now,
     # not one failed trial after another until the budget is spent.
-    check_precision(trained_with(config)["train.precision"], choose_device(config.train.device))
+    precision = trained_with(config)["train.precision"]
+    check_precision(precision, choose_device(config.train.device))
     tune_dir = Path(tune_dir)
     if resume and not (tune_dir / TUNE_CONFIG).exists():
         raise RnnclfError(f"--resume: {tune_dir} holds no tune to continue ({TUNE_CONFIG} is missing)")
@@ -352,7 +353,6 @@ def tune(
         raise RnnclfError(
             f"tune: the budget ({seconds:.0f}s) is spent already ({spent:.0f}s used); raise it with --budget"
         )
-    precision = trained_with(config)["train.precision"]
     observer.message(
         "searching: "
         + "; ".join(dim.shown() for dim in dimensions)
