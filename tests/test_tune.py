@@ -118,6 +118,24 @@ def test_the_default_space_keeps_the_keys_the_user_set(tiny_config: Path) -> Non
     assert {dim.key for dim in everything} == set(space_module.DEFAULT_SPACE) and none_kept == []
 
 
+def test_the_default_space_decays_weights_as_adamw_unless_the_user_keeps_another_optimizer(
+    tiny_config: Path,
+) -> None:
+    dimensions, _ = space_module.search_space(load(_default_config(tiny_config)))
+    by_key = {dim.key: dim for dim in dimensions}
+    assert by_key["train.optimizer"].choices == ("adamw",)
+    assert by_key["train.optimizer"].shown() == "train.optimizer = adamw"
+    assert by_key["train.weight_decay"].choices == (0.0, 1e-3, 1e-2, 1e-1)  # decoupled: its own scale
+    # A user who set sgd keeps it, and the decay searched is an L2 penalty on its scale.
+    raw = yaml.safe_load(_default_config(tiny_config).read_text(encoding="utf-8"))
+    raw["train"]["optimizer"] = "sgd"
+    tiny_config.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    dimensions, kept = space_module.search_space(load(tiny_config))
+    by_key = {dim.key: dim for dim in dimensions}
+    assert "train.optimizer" in kept and "train.optimizer" not in by_key
+    assert by_key["train.weight_decay"].choices == tuple(space_module.L2_DECAY)
+
+
 def test_multi_label_data_also_searches_thresholds_and_label_weights(tiny_config: Path) -> None:
     raw = yaml.safe_load(_default_config(tiny_config).read_text(encoding="utf-8"))
     raw["data"]["multi_label"] = True
@@ -270,6 +288,72 @@ def test_the_median_pruner_judges_from_the_third_trial_and_the_second_epoch() ->
     assert not trial_reporting([0.1]).should_prune()  # the first epoch alone: too early to judge
     assert trial_reporting([0.1, 0.1]).should_prune()  # below the median of the two at epoch 2
     assert not trial_reporting([0.1, 0.1, 0.66]).should_prune()  # its best so far is above it at epoch 3
+
+
+class _Study:
+    def __init__(self, complete: int) -> None:
+        self.complete = complete
+
+    def get_trials(self, deepcopy: bool, states: tuple[Any, ...]) -> list[int]:
+        return list(range(self.complete))
+
+
+class _Trial:
+    """What TrialReporter asks of an Optuna trial (never prunes)."""
+
+    def __init__(self, complete: int) -> None:
+        self.study = _Study(complete)
+        self.reported: list[tuple[float, int]] = []
+
+    def report(self, value: float, step: int) -> None:
+        self.reported.append((value, step))
+
+    def should_prune(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize(
+    ("epoch_seconds", "time_left", "complete", "folds_after", "stopped"),
+    [
+        (10.0, 100.0, 1, 0, False),  # 8 epochs left at 10 s: 80 s fits in 100 s
+        (20.0, 100.0, 1, 0, True),  # 160 s does not
+        (20.0, 100.0, 0, 0, False),  # no complete trial yet: the first one is never stopped by it
+        (10.0, 100.0, 1, 1, True),  # a fold still to come: 8 + 10 epochs
+    ],
+)
+def test_a_trial_that_cannot_finish_in_the_budget_left_stops_at_its_epoch_boundary(
+    monkeypatch: pytest.MonkeyPatch,
+    epoch_seconds: float,
+    time_left: float,
+    complete: int,
+    folds_after: int,
+    stopped: bool,
+) -> None:
+    from rnnclf.tuning import trial as trial_module
+
+    now = 1_000_000.0
+    monkeypatch.setattr(trial_module.time, "time", lambda: now)
+    record = TrialRecord(3, {})
+    stop = trial_module.TrialStop(StopFlag())
+    reporter = trial_module.TrialReporter(
+        _Trial(complete), record, "valid_accuracy", now + time_left, stop, Observer(), True, folds_after
+    )
+    for epoch in (1, 2):
+        reporter.epoch_start(epoch, 10, 5)
+        row = {"epoch": epoch, "valid_accuracy": 0.5, "train_loss": 1.0, "seconds": epoch_seconds}
+        reporter.epoch_end(row)
+        if stop.signal is not None:
+            break
+    if stopped:
+        assert stop.signal == trial_module.CANNOT_FINISH and epoch == 1
+        assert reporter.reason.startswith(f"cannot finish its {9 + 10 * folds_after} epochs left")
+    else:
+        assert stop.signal is None and reporter.reason == ""
+    # Past the deadline the budget stops it, whatever it could finish.
+    reporter.deadline = now - 1
+    reporter.epoch_start(3, 10, 5)
+    reporter.epoch_end({"epoch": 3, "valid_accuracy": 0.5, "train_loss": 1.0, "seconds": epoch_seconds})
+    assert stop.signal == trial_module.OVER_BUDGET
 
 
 @pytest.mark.parametrize("direction", ["maximize", "minimize"])

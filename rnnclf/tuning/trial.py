@@ -25,7 +25,7 @@ from rnnclf.tuning.folds import fold_config
 from rnnclf.tuning.space import Dimension, applied, suggest
 
 # Pseudo signal numbers: why a trial was stopped at an epoch boundary (real signals are > 0).
-PRUNED, OVER_BUDGET, NOT_FINITE = -1, -2, -3
+PRUNED, OVER_BUDGET, NOT_FINITE, CANNOT_FINISH = -1, -2, -3, -4
 SCHEDULE = "schedule_epochs"  # a trial's user attribute: its train.epochs (the pruner judges by share)
 STATES = ("complete", "pruned", "failed", "incomplete")
 
@@ -106,11 +106,15 @@ class TrialReporter(Reporter):
         stop: TrialStop,
         observer: Observer,
         first_fold: bool = True,
+        folds_after: int = 0,
     ) -> None:
         super().__init__(quiet=True)
         self.trial, self.record, self.metric = trial, record, metric
         self.deadline, self.stop, self.observer = deadline, stop, observer
         self.first_fold = first_fold  # with tune.folds, only the first fold's epochs go to the pruner
+        self.folds_after = folds_after  # with tune.folds, the trainings still to come after this one
+        self.seconds: list[float] = []  # this training's epochs
+        self.reason = ""  # why the trial stopped, when the reason needs numbers (CANNOT_FINISH)
 
     def summary(self, text: str) -> None:
         pass  # a trial's own summary lines: the tune's table says it
@@ -128,10 +132,39 @@ class TrialReporter(Reporter):
             self.trial.report(score, row["epoch"])
         if row["epoch"] >= self._epochs:  # the last epoch: let the run finish and be scored
             return
-        if time.time() >= self.deadline:
+        self.seconds.append(float(row["seconds"]))
+        now = time.time()
+        if now >= self.deadline:
             self.stop.set(OVER_BUDGET)
+        elif self._cannot_finish(row["epoch"], now):
+            self.stop.set(CANNOT_FINISH)
         elif self.first_fold and self.trial.should_prune():
             self.stop.set(PRUNED)
+
+    def _cannot_finish(self, epoch: int, now: float) -> bool:
+        """Whether the epochs left of this trial's schedule (and of its folds still to come), at the rate
+        of its epochs so far, end after the deadline, while the study already holds a complete trial.
+        Such a trial would be stopped by the budget and never chosen: the time goes to trials that can
+        finish (on GoEmotions, 15 minutes on 2 cores, one such trial took 205-260 s of a tune's 900).
+        Early stopping may end a trial before its schedule, so the estimate is an upper bound; the first
+        complete trial is never stopped by it (a budget too short for any trial still says so)."""
+        left = (self._epochs - epoch) + self.folds_after * self._epochs
+        needed = left * sum(self.seconds) / len(self.seconds)
+        if now + needed <= self.deadline or not _has_complete(self.trial):
+            return False
+        self.reason = (
+            f"cannot finish its {left} epochs left in the {self.deadline - now:.0f}s left "
+            f"(about {needed:.0f}s at its rate)"
+        )
+        return True
+
+
+def _has_complete(trial: Any) -> bool:
+    """Whether the trial's study holds a complete trial (a stopped trial then leaves a result)."""
+    import optuna
+
+    complete = optuna.trial.TrialState.COMPLETE
+    return bool(trial.study.get_trials(deepcopy=False, states=(complete,)))
 
 
 def _score(metrics: dict[str, Any], metric: str) -> float:
@@ -167,6 +200,7 @@ def run_trial(
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     observer.trial_started(trial.number, values)
     stop = TrialStop(user_stop)
+    reporter: TrialReporter | None = None
     interrupted: Interrupted | None = None
     try:
         config = applied(base, values)
@@ -177,7 +211,9 @@ def run_trial(
                 reporter = TrialReporter(trial, record, metric, deadline, stop, observer)
                 metrics = train(config, folder, reporter, stop=stop)
             for number, files in enumerate(folds or []):
-                reporter = TrialReporter(trial, record, metric, deadline, stop, observer, number == 0)
+                after = len(folds or []) - number - 1
+                first = number == 0
+                reporter = TrialReporter(trial, record, metric, deadline, stop, observer, first, after)
                 where = folder if number == 0 else folder / "folds" / str(number)
                 metrics = train(fold_config(config, files), where, reporter, stop=stop)
                 record.fold_values.append(_score(metrics, metric))
@@ -193,6 +229,8 @@ def run_trial(
             record.state, record.reason = "failed", "the loss or score is not finite (NaN or inf)"
         elif stopped.signal == OVER_BUDGET:
             record.state, record.reason = "incomplete", "the budget ran out"
+        elif stopped.signal == CANNOT_FINISH:
+            record.state, record.reason = "incomplete", reporter.reason if reporter else ""
         else:
             record.state, record.reason = "incomplete", f"interrupted by signal {stopped.signal}"
             interrupted = stopped
