@@ -152,6 +152,19 @@ def test_multi_label_data_also_searches_thresholds_and_label_weights(tiny_config
     multi.write_text(yaml.safe_dump(raw), encoding="utf-8")
     dimensions, kept = space_module.search_space(load(multi))
     assert "train.thresholds" in kept and "train.thresholds" not in {dim.key for dim in dimensions}
+    # Chosen on macro-F1, the tune sets per-label thresholds (they maximise it on validation) and does
+    # not search them; a user's own thresholds stay, and on micro-F1 both are searched (above).
+    raw["train"]["thresholds"] = "global"
+    raw["tune"] = {"metric": "valid_macro_f1"}
+    multi.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    config = load(multi)
+    assert "train.thresholds" not in {dim.key for dim in space_module.search_space(config)[0]}
+    assert space_module.trained_with(config)["train.thresholds"] == "per_label"
+    raw["train"]["thresholds"] = 0.3
+    multi.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    config = load(multi)
+    assert "train.thresholds" in space_module.search_space(config)[1]
+    assert "train.thresholds" not in space_module.trained_with(config)
 
 
 def _default_config(tiny_config: Path) -> Path:

@@ -30,7 +30,14 @@ from rnnclf.runtime import check_precision, choose_device, cpu_count, prepare_cp
 from rnnclf.schema import lower_is_better, parse_duration
 from rnnclf.training.stopping import Interrupted, StopFlag
 from rnnclf.tuning.folds import write_folds
-from rnnclf.tuning.space import Dimension, applied, search_space, starting_point, trained_with
+from rnnclf.tuning.space import (
+    Dimension,
+    applied,
+    search_space,
+    starting_point,
+    thresholds_follow_metric,
+    trained_with,
+)
 from rnnclf.tuning.trial import Observer, run_trial
 
 STUDY_DB = "study.db"
@@ -360,6 +367,11 @@ def tune(
         + (
             f"\ntrials train in {precision}: this hardware runs it fast (tune.precision: fp32 keeps fp32)"
             if config.tune.precision == "auto" and precision != config.train.precision
+            else ""
+        )
+        + (
+            "\ntrials choose thresholds per label: they maximise macro-F1, the tune's metric, on validation"
+            if thresholds_follow_metric(config)
             else ""
         )
     )
