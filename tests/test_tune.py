@@ -118,24 +118,6 @@ def test_the_default_space_keeps_the_keys_the_user_set(tiny_config: Path) -> Non
     assert {dim.key for dim in everything} == set(space_module.DEFAULT_SPACE) and none_kept == []
 
 
-def test_the_default_space_decays_weights_as_adamw_unless_the_user_keeps_another_optimizer(
-    tiny_config: Path,
-) -> None:
-    dimensions, _ = space_module.search_space(load(_default_config(tiny_config)))
-    by_key = {dim.key: dim for dim in dimensions}
-    assert by_key["train.optimizer"].choices == ("adamw",)
-    assert by_key["train.optimizer"].shown() == "train.optimizer = adamw"
-    assert by_key["train.weight_decay"].choices == (0.0, 1e-3, 1e-2, 1e-1)  # decoupled: its own scale
-    # A user who set sgd keeps it, and the decay searched is an L2 penalty on its scale.
-    raw = yaml.safe_load(_default_config(tiny_config).read_text(encoding="utf-8"))
-    raw["train"]["optimizer"] = "sgd"
-    tiny_config.write_text(yaml.safe_dump(raw), encoding="utf-8")
-    dimensions, kept = space_module.search_space(load(tiny_config))
-    by_key = {dim.key: dim for dim in dimensions}
-    assert "train.optimizer" in kept and "train.optimizer" not in by_key
-    assert by_key["train.weight_decay"].choices == tuple(space_module.L2_DECAY)
-
-
 def test_multi_label_data_also_searches_thresholds_and_label_weights(tiny_config: Path) -> None:
     raw = yaml.safe_load(_default_config(tiny_config).read_text(encoding="utf-8"))
     raw["data"]["multi_label"] = True
@@ -178,6 +160,11 @@ def _default_config(tiny_config: Path) -> Path:
 
 
 def test_ranges_and_choices_parse_by_the_schema_type(tiny_config: Path) -> None:
+    assert space_module.Dimension("train.optimizer", choices=("adamw",)).shown() == "train.optimizer = adamw"
+    assert (
+        space_module.Dimension("model.cell", choices=("lstm", "gru")).shown()
+        == "model.cell in ['lstm', 'gru']"
+    )
     space = {
         "model.num_layers": [1, 3],
         "train.warmup": [0, 0.2],

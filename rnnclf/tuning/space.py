@@ -32,12 +32,7 @@ DEFAULT_SPACE: dict[str, Any] = {
     "model.pooling": ["last", "mean", "max", "attention"],
     "train.batch_size": [16, 32, 64, 128],
     "train.epochs": [3, 15],
-    # Decoupled weight decay (AdamW, Loshchilov & Hutter 2019): Adam's L2 penalty is divided by each
-    # weight's gradient scale, so it barely regularises the weights that move most; AdamW's decay
-    # does. It also keeps every trial's word vectors on sparse steps (train.sparse_embedding: auto
-    # leaves them dense under adam's L2): 1.2-2.2x faster steps on vocabularies of 1M+ weights.
-    "train.optimizer": ["adamw"],
-    "train.weight_decay": [0.0, 1e-3, 1e-2, 1e-1],
+    "train.weight_decay": [0.0, 1e-6, 1e-5, 1e-4],
     "text.min_freq": {"choices": [1, 2, 3, 5]},
     "text.max_length": [64, 128, 256, 400, 512],
     "text.tokenizer": ["basic_english", "whitespace"],
@@ -49,8 +44,6 @@ MULTI_LABEL_SPACE: dict[str, Any] = {
     "train.class_weights": ["none", "auto"],
     "train.thresholds": ["global", "per_label"],
 }
-# train.weight_decay's choices when the user keeps adam or sgd: an L2 penalty, on its own scale.
-L2_DECAY = [0.0, 1e-6, 1e-5, 1e-4]
 # What a search may never change: where data and outputs are, the search itself, the device.
 NOT_SEARCHED = {"data", "output", "tune"}
 NOT_SEARCHED_KEYS = {("train", "device"), ("model", "pretrained_vectors"), ("model", "init_from")}
@@ -167,8 +160,6 @@ def search_space(config: Config, where: str = "config") -> tuple[list[Dimension]
     space = default_space(config.data.multi_label)
     if thresholds_follow_metric(config):
         del space["train.thresholds"]  # trained_with sets per_label
-    if "train.optimizer" in chosen and config.train.optimizer != "adamw":
-        space["train.weight_decay"] = L2_DECAY
     dimensions = [_dimension(k, spec, "default space") for k, spec in space.items() if k not in chosen]
     return dimensions, sorted(chosen & set(space))
 
@@ -208,7 +199,7 @@ def thresholds_follow_metric(config: Config) -> bool:
 
 def default_space(multi_label: bool) -> dict[str, Any]:
     """The space searched when tune.space is not given (DEFAULT_SPACE, plus MULTI_LABEL_SPACE for
-    multi-label data; search_space puts L2_DECAY in where the user keeps adam or sgd)."""
+    multi-label data)."""
     return {**DEFAULT_SPACE, **MULTI_LABEL_SPACE} if multi_label else dict(DEFAULT_SPACE)
 
 
