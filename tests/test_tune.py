@@ -356,6 +356,25 @@ def test_a_trial_that_cannot_finish_in_the_budget_left_stops_at_its_epoch_bounda
     assert stop.signal == trial_module.OVER_BUDGET
 
 
+def test_no_trial_starts_when_the_time_left_is_shorter_than_the_fastest_epoch() -> None:
+    from types import SimpleNamespace
+
+    from rnnclf.tuning.study import too_late
+
+    class Trials:
+        def __init__(self, *epochs: list[float]) -> None:
+            self.trials = [SimpleNamespace(user_attrs={"epoch_seconds": list(e)}) for e in epochs]
+
+        def get_trials(self, deepcopy: bool) -> list[Any]:
+            return self.trials
+
+    study = Trials([30.0, 31.0], [12.0], [])
+    assert too_late(study, deadline=100.0, now=90.0)  # 10 s left, the fastest epoch took 12 s
+    assert not too_late(study, deadline=100.0, now=85.0)  # 15 s left: one such epoch fits
+    assert not too_late(Trials(), deadline=100.0, now=99.0)  # no epoch seen yet: the first trial starts
+    assert not too_late(study, deadline=float("inf"), now=1e12)  # no budget (a trial count only)
+
+
 @pytest.mark.parametrize("direction", ["maximize", "minimize"])
 def test_the_median_pruner_compares_trials_at_the_same_share_of_their_schedules(direction: str) -> None:
     """train.epochs is searched and the learning rate decays over each trial's own schedule, so a long
