@@ -356,6 +356,28 @@ def test_a_trial_that_cannot_finish_in_the_budget_left_stops_at_its_epoch_bounda
     assert stop.signal == trial_module.OVER_BUDGET
 
 
+@pytest.mark.parametrize(("complete", "epoch", "stopped"), [(1, 1, True), (0, 1, False), (1, 10, False)])
+def test_past_the_deadline_a_trial_that_cannot_complete_stops_within_its_epoch(
+    monkeypatch: pytest.MonkeyPatch, complete: int, epoch: int, stopped: bool
+) -> None:
+    from rnnclf.tuning import trial as trial_module
+
+    now = 1_000_000.0
+    monkeypatch.setattr(trial_module.time, "time", lambda: now)
+    stop = trial_module.TrialStop(StopFlag())
+    reporter = trial_module.TrialReporter(
+        _Trial(complete), TrialRecord(3, {}), "valid_accuracy", now + 5, stop, Observer()
+    )
+    reporter.epoch_start(epoch, 10, 100)
+    reporter.step(1, 1.0, 100.0)
+    assert stop.signal is None  # before the deadline
+    now += 10
+    reporter.step(2, 1.0, 100.0)
+    # Stopped at this step only once the study holds a complete trial and not in the last epoch (which
+    # may still complete the trial); otherwise the epoch ends whole, as before.
+    assert stop.signal == (trial_module.OVER_BUDGET if stopped else None)
+
+
 def test_no_trial_starts_when_the_time_left_is_shorter_than_the_fastest_epoch() -> None:
     from types import SimpleNamespace
 
