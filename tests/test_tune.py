@@ -841,3 +841,32 @@ def test_folds_score_each_trial_as_the_mean_over_folds_of_the_training_file(tiny
         labels = [json.loads(line)["label"] for line in lines]
         assert {labels.count(name) for name in set(labels)} == {10}
     assert summary["test"] is not None and 0.0 <= summary["test"]["accuracy"] <= 1.0
+
+
+def test_the_summary_shows_the_tunes_metric_beside_the_headline_score(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from rnnclf.cli.render import tune_summary
+
+    scores = {"multi_label": True, "micro_f1": 0.52, "macro_f1": 0.41}
+    summary = {
+        "metric": "valid_macro_f1",
+        "best": {"number": 2, "valid": 0.45, "values": {"train.lr": 0.002}, "folder": str(tmp_path / "t2")},
+        "states": {"complete": 3},
+        "trial_count": 3,
+        "seconds": 900.0,
+        "baseline_valid": scores,
+        "test": {**scores, "micro_f1": 0.53, "macro_f1": 0.43},
+        "best_yaml": str(tmp_path / "best.yaml"),
+        "tune_dir": str(tmp_path),
+        "size_bytes": 1000,
+        "plots": [],
+    }
+    tune_summary(summary)
+    out = capsys.readouterr().out
+    assert "linear baseline: valid micro-F1 0.5200, macro-F1 0.4100" in out
+    assert "best trial on test (scored once): micro-F1 0.5300, macro-F1 0.4300" in out
+    # Chosen on micro-F1 (the headline), it is said once.
+    tune_summary({**summary, "metric": "valid_micro_f1"})
+    out = capsys.readouterr().out
+    assert "best trial on test (scored once): micro-F1 0.5300\n" in out

@@ -469,12 +469,19 @@ def tune_summary(summary: dict[str, Any]) -> None:
     stdout.print(f"best trial {best['number']}: valid {name} {best['valid']:.4f}", markup=False)
     for key, value in best["values"].items():  # best.yaml holds the exact values
         stdout.print(f"  {key}: {f'{value:.4g}' if isinstance(value, float) else value}", markup=False)
+
+    def shown(scores: dict[str, Any]) -> str:
+        # The headline score, and the tune's own metric beside it where that is another (macro-F1).
+        label, value = headline(scores)
+        key = summary["metric"].removeprefix("valid_")
+        extra = f", {name} {scores[key]:.4f}" if name != label and isinstance(scores.get(key), float) else ""
+        return f"{label} {value:.4f}{extra}"
+
     if summary.get("baseline_valid"):
-        label, value = headline(summary["baseline_valid"])
-        stdout.print(f"linear baseline: valid {label} {value:.4f} (fitted once, same split)", markup=False)
+        line = f"linear baseline: valid {shown(summary['baseline_valid'])} (fitted once, same split)"
+        stdout.print(line, markup=False)
     if summary.get("test"):
-        label, value = headline(summary["test"])
-        stdout.print(f"best trial on test (scored once): {label} {value:.4f}", markup=False)
+        stdout.print(f"best trial on test (scored once): {shown(summary['test'])}", markup=False)
     stdout.print(
         f"note: the best of {states.get('complete', 0)} validation scores reads optimistic; the test score "
         "is the honest estimate",
