@@ -24,7 +24,7 @@ from rnnclf.training.stopping import Interrupted, StopFlag
 from rnnclf.tuning.folds import fold_config
 from rnnclf.tuning.space import Dimension, applied, suggest
 
-# Pseudo signal numbers: why a trial was stopped at an epoch boundary (real signals are > 0).
+# Pseudo signal numbers: why a trial was stopped, at an epoch boundary or a step (real signals are > 0).
 PRUNED, OVER_BUDGET, NOT_FINITE, CANNOT_FINISH = -1, -2, -3, -4
 SCHEDULE = "schedule_epochs"  # a trial's user attribute: its train.epochs (the pruner judges by share)
 STATES = ("complete", "pruned", "failed", "incomplete")
