@@ -115,7 +115,7 @@ class TrialReporter(Reporter):
         self.folds_after = folds_after  # with tune.folds, the trainings still to come after this one
         self.seconds: list[float] = []  # this training's epochs
         self.reason = ""  # why the trial stopped, when the reason needs numbers (CANNOT_FINISH)
-        self.stop_within_epoch = False  # epoch_start decides, once an epoch
+        self.has_complete = False  # whether the study holds a complete trial: once true, always
 
     def summary(self, text: str) -> None:
         pass  # a trial's own summary lines: the tune's table says it
@@ -127,12 +127,17 @@ class TrialReporter(Reporter):
         # at its next step instead of finishing the epoch. On GoEmotions (15 minutes, 2 cores) a trial
         # started 19 s before the deadline ran a 198 s first epoch past it. The study's first complete
         # trial still ends epochs whole (a budget too short for it says how long one epoch took).
-        self.stop_within_epoch = epoch < epochs and _has_complete(self.trial)
+        self._study_has_complete()
 
     def step(self, done: int, loss: float, words_per_s: float) -> None:
         super().step(done, loss, words_per_s)
-        if self.stop_within_epoch and time.time() >= self.deadline:
+        if self.has_complete and self._epoch < self._epochs and time.time() >= self.deadline:
             self.stop.set(OVER_BUDGET)
+
+    def _study_has_complete(self) -> bool:
+        """has_complete, asking the study only while it is false (a complete trial stays complete)."""
+        self.has_complete = self.has_complete or _has_complete(self.trial)
+        return self.has_complete
 
     def epoch_end(self, row: dict[str, Any]) -> None:
         score = float(row[self.metric])
@@ -165,7 +170,7 @@ class TrialReporter(Reporter):
         complete trial is never stopped by it (a budget too short for any trial still says so)."""
         left = (self._epochs - epoch) + self.folds_after * self._epochs
         needed = left * sum(self.seconds) / len(self.seconds)
-        if now + needed <= self.deadline or not _has_complete(self.trial):
+        if now + needed <= self.deadline or not self._study_has_complete():
             return False
         self.reason = (
             f"cannot finish its {left} epochs left in the {self.deadline - now:.0f}s left "
