@@ -378,6 +378,49 @@ def test_past_the_deadline_a_trial_that_cannot_complete_stops_within_its_epoch(
     assert stop.signal == (trial_module.OVER_BUDGET if stopped else None)
 
 
+@pytest.mark.parametrize(
+    ("time_left", "complete", "folds_after", "stopped_at"),
+    [
+        (500.0, 1, 0, 60),  # 10 epochs of 1,000 steps at 0.1 s: about 1,000 s, not in 500 s
+        (1_200.0, 1, 0, None),  # fits, though its first 10 steps took 5 s each (warming up)
+        (500.0, 0, 0, None),  # no complete trial yet: never stopped by it
+        (1_200.0, 1, 1, 60),  # a fold still to come: about 2,000 s
+    ],
+)
+def test_a_trial_far_too_long_for_the_time_left_stops_after_its_first_steps(
+    monkeypatch: pytest.MonkeyPatch,
+    time_left: float,
+    complete: int,
+    folds_after: int,
+    stopped_at: int | None,
+) -> None:
+    from rnnclf.tuning import trial as trial_module
+
+    clock = [1_000_000.0]
+    monkeypatch.setattr(trial_module.time, "time", lambda: clock[0])
+    stop = trial_module.TrialStop(StopFlag())
+    reporter = trial_module.TrialReporter(
+        _Trial(complete), TrialRecord(3, {}), "valid_accuracy", clock[0] + time_left, stop, Observer(),
+        True, folds_after,
+    )  # fmt: skip
+    reporter.epoch_start(1, 10, 1000)
+    for done in range(1, 301):
+        clock[0] += 5.0 if done <= 10 else 0.1  # the first steps are slow: they are not timed
+        reporter.step(done, 1.0, 100.0)
+        if stop.signal is not None:
+            break
+    if stopped_at is None:
+        assert stop.signal is None and reporter.reason == ""
+    else:
+        # Judged once 10 timed steps and 5% of the epoch (50 steps) are behind the 10th step.
+        assert stop.signal == trial_module.CANNOT_FINISH and done == stopped_at
+        epochs = 10 * (1 + folds_after)
+        assert reporter.reason.startswith(f"cannot finish its {epochs} epochs in the ")
+        assert (
+            f"(about {0.1 * (1000 * epochs - 60):.0f}s at the rate of its first 60 steps)" in reporter.reason
+        )
+
+
 def test_no_trial_starts_when_the_time_left_is_shorter_than_the_fastest_epoch() -> None:
     from types import SimpleNamespace
 
