@@ -421,23 +421,36 @@ def test_a_trial_far_too_long_for_the_time_left_stops_after_its_first_steps(
         )
 
 
-def test_no_trial_starts_when_the_time_left_is_shorter_than_the_fastest_epoch() -> None:
+def test_no_trial_starts_when_the_time_left_is_shorter_than_the_fastest_epoch_or_quickest_trial() -> None:
     from types import SimpleNamespace
+
+    import optuna
 
     from rnnclf.tuning.study import too_late
 
+    complete, pruned = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED
+
     class Trials:
-        def __init__(self, *epochs: list[float]) -> None:
-            self.trials = [SimpleNamespace(user_attrs={"epoch_seconds": list(e)}) for e in epochs]
+        def __init__(self, *trials: tuple[Any, list[float], float]) -> None:
+            self.trials = [
+                SimpleNamespace(state=state, user_attrs={"epoch_seconds": list(epochs), "seconds": seconds})
+                for state, epochs, seconds in trials
+            ]
 
         def get_trials(self, deepcopy: bool) -> list[Any]:
             return self.trials
 
-    study = Trials([30.0, 31.0], [12.0], [])
-    assert too_late(study, deadline=100.0, now=90.0)  # 10 s left, the fastest epoch took 12 s
-    assert not too_late(study, deadline=100.0, now=85.0)  # 15 s left: one such epoch fits
-    assert not too_late(Trials(), deadline=100.0, now=99.0)  # no epoch seen yet: the first trial starts
-    assert not too_late(study, deadline=float("inf"), now=1e12)  # no budget (a trial count only)
+    study = Trials((complete, [30.0, 31.0], 63.0), (pruned, [12.0], 14.0), (pruned, [], 2.0))
+    assert too_late(study, deadline=100.0, now=90.0) == (
+        "no trial started in the last 10s: the fastest epoch took 12s"
+    )
+    # 40 s left: one epoch fits, but not what the quickest complete trial took (a pruned one does not count)
+    assert too_late(study, deadline=100.0, now=60.0) == (
+        "no trial started in the last 40s: the quickest complete trial took 63s"
+    )
+    assert too_late(study, deadline=100.0, now=30.0) == ""  # 70 s left
+    assert too_late(Trials(), deadline=100.0, now=99.0) == ""  # nothing seen yet: the first trial starts
+    assert too_late(study, deadline=float("inf"), now=1e12) == ""  # no budget (a trial count only)
 
 
 @pytest.mark.parametrize("direction", ["maximize", "minimize"])
