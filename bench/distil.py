@@ -28,8 +28,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tune_accuracy import data_section  # beside this script
+
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
@@ -39,7 +40,7 @@ def configured(config: Path, seed: int, members: int, run_dir: Path, epochs: int
     from rnnclf.config import validate
 
     raw = yaml.safe_load(config.read_text(encoding="utf-8"))
-    raw["data"] = {"train": str(DATA / "trec/train.csv.gz"), "test": str(DATA / "trec/test.csv.gz")}
+    raw["data"] = data_section("trec", run_dir)  # the tunes' data (split by valid_fraction, train.seed)
     raw.setdefault("ensemble", {})["members"] = members
     raw["train"].update(seed=seed, device="cpu", **({"epochs": epochs} if epochs else {}))
     raw["output"] = {"run_dir": str(run_dir), "plots": False}
@@ -118,6 +119,7 @@ def main() -> None:
 
     from rnnclf.prepare import prepare
     from rnnclf.runtime import prepare_cpu
+    from rnnclf.training.loop import train
 
     prepare_cpu()
     torch.set_num_threads(2)
@@ -127,7 +129,8 @@ def main() -> None:
         where = args.out / f"seed{seed}"
         row: dict[str, dict[str, float]] = {}
         for name, members in (("ensemble", 3), ("single", 1)):
-            metrics = loop_train(configured(args.config, seed, members, where / name, args.epochs))
+            config = configured(args.config, seed, members, where / name, args.epochs)
+            metrics = train(config, config.output.run_dir)
             row[name] = {"valid": metrics["valid"]["accuracy"], "test": metrics["test"]["accuracy"]}
         student_config = configured(args.config, seed, 1, where / "student", args.epochs)
         teacher = teacher_probabilities(where / "ensemble", prepare(student_config), args.temperature)
@@ -148,12 +151,6 @@ def main() -> None:
     (args.out / "results.json").write_text(
         json.dumps({**settings, "results": results}, indent=1), encoding="utf-8"
     )
-
-
-def loop_train(config: Any) -> dict[str, Any]:
-    from rnnclf.training.loop import train
-
-    return train(config, config.output.run_dir)
 
 
 if __name__ == "__main__":

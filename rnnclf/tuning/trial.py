@@ -161,13 +161,14 @@ class TrialReporter(Reporter):
         self.judged_early = True
         epochs = self._epochs * (1 + self.folds_after)  # this training's epochs and the folds' to come
         needed = (now - since) / steps * (self._batches * epochs - done)
+        self.reason = self._late(needed, now, f"its {epochs} epochs", f"the rate of its first {done} steps")
+        return bool(self.reason)
+
+    def _late(self, needed: float, now: float, what: str, rate: str) -> str:
+        """Why `needed` more seconds from `now` cannot end by the deadline ("" when they can)."""
         if now + needed <= self.deadline:
-            return False
-        self.reason = (
-            f"cannot finish its {epochs} epochs in the {self.deadline - now:.0f}s left "
-            f"(about {needed:.0f}s at the rate of its first {done} steps)"
-        )
-        return True
+            return ""
+        return f"cannot finish {what} in the {self.deadline - now:.0f}s left (about {needed:.0f}s at {rate})"
 
     def _study_has_complete(self) -> bool:
         """has_complete, asking the study only while it is false (a complete trial stays complete)."""
@@ -205,12 +206,10 @@ class TrialReporter(Reporter):
         complete trial is never stopped by it (a budget too short for any trial still says so)."""
         left = (self._epochs - epoch) + self.folds_after * self._epochs
         needed = left * sum(self.seconds) / len(self.seconds)
-        if now + needed <= self.deadline or not self._study_has_complete():
+        reason = self._late(needed, now, f"its {left} epochs left", "its rate")
+        if not reason or not self._study_has_complete():
             return False
-        self.reason = (
-            f"cannot finish its {left} epochs left in the {self.deadline - now:.0f}s left "
-            f"(about {needed:.0f}s at its rate)"
-        )
+        self.reason = reason
         return True
 
 
