@@ -178,13 +178,15 @@ def test_shards_partition_each_global_batch() -> None:
             assert max(map(len, parts)) - min(map(len, parts)) <= 1
 
 
+@pytest.mark.parametrize("adversarial", [0.0, 0.5])
 @pytest.mark.parametrize("class_weights", [None, [1.0, 3.0, 0.5]])
 @pytest.mark.parametrize("batch_size", [7, 2])  # 2 documents for 3 processes: one steps on a stand-in
 def test_parts_average_to_the_whole_batch_gradient(
-    class_weights: list[float] | None, batch_size: int
+    class_weights: list[float] | None, batch_size: int, adversarial: float
 ) -> None:
     """What DDP does (average the processes' gradients) with the loss each process computes equals one
-    process's gradient on the whole global batch."""
+    process's gradient on the whole global batch; with adversarial steps too (each document's
+    perturbation is aimed by its own gradient, whatever share of the loss it holds)."""
     from rnnclf.text.encoding import encode_texts
     from rnnclf.text.vocab import build_vocab_from_iterator
 
@@ -196,6 +198,7 @@ def test_parts_average_to_the_whole_batch_gradient(
     config.model.embedding_dim, config.model.hidden_dim = 8, 8
     config.model.dropout = config.model.embedding_dropout = 0.0
     config.train.clip_grad_norm = None
+    config.train.adversarial = adversarial
     data = encode_texts(
         [text for text, _ in documents], [labels.index(label) for _, label in documents], config.text, vocab
     )
@@ -325,30 +328,53 @@ def test_two_process_checkpoint_serves_eval_and_predict(runs: dict) -> None:
     assert [line.split("\t")[0] for line in stdout.splitlines()] == ["food", "sports"]
 
 
-@pytest.mark.slow
-@processes_test
-def test_two_processes_train_like_one_on_the_same_global_batch(runs: dict) -> None:
-    assert runs["code"] == 0, runs["stderr"]
+def assert_trained_alike(one: Path, two: Path) -> None:
+    """The run folders of one process and of two agree: every epoch's losses and learning rate, the
+    accuracies within one document, the best epoch and the last weights (tolerances above)."""
     rows = [
-        [json.loads(line) for line in (runs[name] / "metrics.jsonl").read_text().splitlines()]
-        for name in ("one", "two")
+        [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()] for run in (one, two)
     ]
     assert len(rows[0]) == len(rows[1]) == 3
-    valid_documents = json.loads((runs["one"] / "metrics.json").read_text())["valid"]["n"]
+    valid_documents = json.loads((one / "metrics.json").read_text())["valid"]["n"]
     for single, double in zip(*rows, strict=True):
         for key in ("train_loss", "valid_loss", "lr"):
             assert double[key] == pytest.approx(single[key], abs=LOSS_TOLERANCE), key
         assert abs(double["valid_accuracy"] - single["valid_accuracy"]) <= 1 / valid_documents + 1e-9
-    final = [json.loads((runs[name] / "metrics.json").read_text()) for name in ("one", "two")]
+    final = [json.loads((run / "metrics.json").read_text()) for run in (one, two)]
     for split in ("valid", "test"):
         single, double = final[0][split], final[1][split]
         assert double["n"] == single["n"]
         assert abs(double["accuracy"] - single["accuracy"]) <= 1 / single["n"] + 1e-9
         assert double["loss"] == pytest.approx(single["loss"], abs=LOSS_TOLERANCE)
     assert final[0]["best_epoch"] == final[1]["best_epoch"]
-    one, two = checkpoint.load(runs["one"] / "last.pt"), checkpoint.load(runs["two"] / "last.pt")
-    for name, tensor in one["model"].items():
-        assert (two["model"][name] - tensor).abs().max() < WEIGHT_TOLERANCE, name
+    first, second = checkpoint.load(one / "last.pt"), checkpoint.load(two / "last.pt")
+    for name, tensor in first["model"].items():
+        assert (second["model"][name] - tensor).abs().max() < WEIGHT_TOLERANCE, name
+
+
+@pytest.mark.slow
+@processes_test
+def test_two_processes_train_like_one_on_the_same_global_batch(runs: dict) -> None:
+    assert runs["code"] == 0, runs["stderr"]
+    assert_trained_alike(runs["one"], runs["two"])
+
+
+@pytest.mark.slow
+@processes_test
+def test_two_processes_train_like_one_with_adversarial_steps(tmp_path: Path) -> None:
+    """Two forward and backward passes a step, each process aiming the perturbations of its own
+    documents: together they train as one process does on the whole global batch."""
+    config = write_tiny_project(tmp_path / "project")
+    settings = [*SAME_AS_ONE, "--set", "train.adversarial=1.0"]
+    with pytest.MonkeyPatch.context() as patch, cli_globals_restored():
+        patch.chdir(tmp_path)
+        code, _, stderr = invoke("train", config, "--run-dir", tmp_path / "one", "--quiet", *settings)
+        assert code == 0, stderr
+    code, _, stderr = finish(
+        torchrun(["train", str(config), "--run-dir", "two", "--quiet", *settings], tmp_path)
+    )
+    assert code == 0, stderr
+    assert_trained_alike(tmp_path / "one", tmp_path / "two")
 
 
 @pytest.mark.slow

@@ -3,6 +3,7 @@ weights, and the step itself (forward in the configured precision, loss in fp32,
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from rnnclf.errors import RnnclfError
 from rnnclf.inference.scoring import loss_of
 from rnnclf.prepare import Prepared
 from rnnclf.runtime import autocast
+from rnnclf.training.adversarial import WordVectorPerturbation
 from rnnclf.training.sparse import SplitAdam, clip_grad_norm
 
 
@@ -163,25 +165,40 @@ def train_step(
     the gradient is taken of the share times `processes`."""
     ids, lengths, targets = batch
     ids, targets = ids.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-    with autocast(settings.precision, device):
-        logits = net(ids, lengths)  # (B, K, C): K = 1, or an ensemble's members
-    count = logits.size(1)
-    # Each member on its own loss: (B * K, C) rows against each document's label K times (multi-label:
-    # binary cross-entropy per label, rnnclf.inference.scoring.loss_of). The loss
-    # reported is the members' mean; the objective is their sum, so each member gets the gradient it
-    # would get alone.
-    # The loss in fp32: log-softmax of bf16/fp16 logits loses precision for confident predictions.
-    logits = logits.float().flatten(0, 1)
-    targets = targets.repeat_interleave(count, dim=0)  # (B * K,), multi-label (B * K, L)
-    if loss_scale is None:
-        loss = loss_of(logits, targets, loss_weights)
-        objective = loss * count
-    else:
-        total = loss_of(logits, targets, loss_weights, reduction="sum")
+
+    def objective() -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss reported (the members' mean) and the one differentiated (see below)."""
+        with autocast(settings.precision, device):
+            logits = net(ids, lengths)  # (B, K, C): K = 1, or an ensemble's members
+        # Each member on its own loss: (B * K, C) rows against each document's label K times (multi-label:
+        # binary cross-entropy per label, rnnclf.inference.scoring.loss_of). The loss reported is the
+        # members' mean; the objective is their sum, so each member gets the gradient it would get alone.
+        # The loss in fp32: log-softmax of bf16/fp16 logits loses precision for confident predictions.
+        count = logits.size(1)
+        logits = logits.float().flatten(0, 1)
+        gold = targets.repeat_interleave(count, dim=0)  # (B * K,), multi-label (B * K, L)
+        if loss_scale is None:
+            loss = loss_of(logits, gold, loss_weights)
+            return loss, loss * count
+        total = loss_of(logits, gold, loss_weights, reduction="sum")
         loss = total * loss_scale / count
-        objective = loss * processes * count
+        return loss, loss * processes * count
+
     optimizer.zero_grad(set_to_none=True)
-    scaler.scale(objective).backward()
+    if settings.adversarial > 0:
+        # Twice the batch: as it is, then with its word vectors moved against the model
+        # (rnnclf.training.adversarial); the gradients add up, and data-parallel processes average them
+        # once, after the second backward (DDP's no_sync covers the first pass, forward included).
+        with WordVectorPerturbation(members) as words:
+            with net.no_sync() if hasattr(net, "no_sync") else contextlib.nullcontext():
+                loss, clean = objective()
+                scaler.scale(clean).backward()
+            words.aim(settings.adversarial)
+            _, perturbed = objective()
+            scaler.scale(perturbed).backward()
+    else:
+        loss, clean = objective()
+        scaler.scale(clean).backward()
     if settings.clip_grad_norm is not None:
         scaler.unscale_(optimizer)
         # Per member, so an ensemble's members are clipped as each would be alone.
