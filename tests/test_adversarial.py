@@ -63,6 +63,19 @@ def test_the_perturbation_has_norm_eps_per_document_spares_padding_and_raises_th
     torch.testing.assert_close(torch.nn.functional.cross_entropy(model(ids, lengths), labels), clean)
 
 
+def test_frozen_word_vectors_are_perturbed_too() -> None:
+    """model.freeze_embeddings: the table gets no gradient, but the words' vectors still do, so the
+    perturbation is aimed as with trainable ones (and the table stays unchanged)."""
+    _, model, (ids, lengths, labels) = tiny()
+    model.embedding.weight.requires_grad_(False)
+    with WordVectorPerturbation([model]) as words:
+        torch.nn.functional.cross_entropy(model(ids, lengths), labels).backward()
+        words.aim(0.05)
+    move = words.moves[0]  # type: ignore[index]
+    torch.testing.assert_close(move.flatten(1).norm(dim=1), torch.full((3,), 0.05))
+    assert model.embedding.weight.grad is None
+
+
 def step_gradients(config: Config, model: Classifier, batch: tuple) -> list[torch.Tensor]:
     copy_ = copy.deepcopy(model)
     optimizer = torch.optim.SGD(copy_.parameters(), lr=0.0)  # a step that leaves the weights

@@ -56,8 +56,10 @@ class WordVectorPerturbation:
         def hook(module: nn.Embedding, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> Tensor:
             if self.moves is not None:
                 return output + self.moves[index]
-            if output.requires_grad:  # frozen word vectors with nothing before them: no gradient to aim by
+            if output.requires_grad:
                 output.retain_grad()
+            else:  # frozen word vectors (model.freeze_embeddings): a leaf; its gradient is what aims r
+                output.requires_grad_(True)
             self.outputs[index] = output
             self.padding[index] = (inputs[0] == module.padding_idx).unsqueeze(-1)
             return output
