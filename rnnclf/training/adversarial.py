@@ -72,11 +72,8 @@ class WordVectorPerturbation:
         word vectors received (scaled by a GradScaler or not: the norm cancels the scale)."""
         moves: dict[int, torch.Tensor] = {}
         for index, output in self.outputs.items():
-            grad = output.grad
-            if grad is None:
-                moves[index] = torch.zeros_like(output)
-                continue
-            grad = grad.float().masked_fill(self.padding[index], 0.0)  # (B, T, E)
+            # Every member's vectors take a gradient (the hook makes frozen ones a leaf that does).
+            grad = output.grad.float().masked_fill(self.padding[index], 0.0)  # (B, T, E)
             norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1)  # (B, 1, 1)
             moves[index] = (grad * (eps / norm)).to(output.dtype)
         self.moves = moves
