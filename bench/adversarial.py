@@ -5,8 +5,9 @@ anything is built into rnnclf (issue 26's one-model targets).
 Adversarial training (Goodfellow et al. 2015; for text, Miyato et al. 2017, "Adversarial training
 methods for semi-supervised text classification") adds to each step's loss the loss of the same batch
 with its word vectors (the embedding's output, (B, T, E)) moved by the small perturbation that raises
-the loss most to first order: r = eps * g / ||g||, g the gradient of the loss with respect to the
-document's word vectors, one norm per document over its (T, E) (padding left alone). Each step costs
+the loss most to first order: r = eps * ||x|| * g / ||g||, x the document's word vectors, g the gradient
+of the loss with respect to them, norms per document over its (T, E) (padding left alone; before 0.3.0's
+release r = eps * g / ||g||, eps an absolute size, which the first two measurements used). Each step costs
 about two: the clean forward and backward give g, the perturbed ones add their gradient.
 
 Per seed, on one train/validation split (the tunes': bench/tune_accuracy.py's data section), CONFIG is
@@ -15,7 +16,7 @@ else differs. Each run is scored once on test. (The first measurement, commit 86
 training loop's step for a copy with the perturbation, before it was built in, with dense word-vector
 steps in every arm.)
 
-    python bench/adversarial.py --corpus trec --set ensemble.members=1 --seeds 3 --eps 1 3 8
+    python bench/adversarial.py --corpus trec --set ensemble.members=1 --seeds 3 --eps 0.02 0.05 0.1
 """
 
 from __future__ import annotations

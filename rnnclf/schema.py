@@ -186,9 +186,11 @@ class TrainConfig(Section):
     adversarial: float = Field(
         0.0,
         ge=0.0,
+        le=1.0,
         description="adversarial training (Miyato et al. 2017): each step also learns from its batch with "
-        "every document's word vectors moved this far (L2 norm over the document) the way that raises the "
-        "loss most; a regulariser for small corpora, about 2x the step's time (e.g. 3). 0: off",
+        "every document's word vectors moved the way that raises the loss most, by this share of their own "
+        "L2 norm over the document; a regulariser for small corpora, about 2x the step's time (e.g. 0.05). "
+        "0: off",
     )
     sparse_embedding: Literal["auto"] | bool = Field(
         "auto",

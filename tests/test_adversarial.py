@@ -1,6 +1,6 @@
-"""train.adversarial: each step also learns from its batch with every document's word vectors moved by
-eps along the gradient of the loss (rnnclf.training.adversarial). The perturbation must have norm eps per
-document, leave padding alone and raise the loss; the step's gradient must be the clean batch's plus the
+"""train.adversarial: each step also learns from its batch with every document's word vectors moved along
+the gradient of the loss by eps times their own norm (rnnclf.training.adversarial). The perturbation must
+have that norm per document, leave padding alone and raise the loss; the step's gradient must be the clean batch's plus the
 perturbed batch's; off (0) the step is what it was."""
 
 from __future__ import annotations
@@ -38,7 +38,14 @@ def tiny() -> tuple[Config, Classifier, tuple[torch.Tensor, torch.Tensor, torch.
     return config, model, (ids, lengths, torch.tensor([0, 1, 2]))
 
 
-def test_the_perturbation_has_norm_eps_per_document_spares_padding_and_raises_the_loss() -> None:
+def document_norms(model: Classifier, ids: torch.Tensor) -> torch.Tensor:
+    """(B,): the L2 norm of each document's word vectors over its real words."""
+    with torch.no_grad():
+        vectors = model.embedding(ids).masked_fill((ids == 0).unsqueeze(-1), 0.0)  # (B, T, E)
+    return vectors.flatten(1).norm(dim=1)
+
+
+def test_the_perturbation_is_eps_of_each_documents_norm_spares_padding_and_raises_the_loss() -> None:
     _, model, (ids, lengths, labels) = tiny()
     eps = 0.05
     with WordVectorPerturbation([model]) as words:
@@ -50,7 +57,9 @@ def test_the_perturbation_has_norm_eps_per_document_spares_padding_and_raises_th
         perturbed = torch.nn.functional.cross_entropy(model(ids, lengths), labels)
     padding = ids == 0
     assert move[padding].abs().max() == 0.0
-    torch.testing.assert_close(move.flatten(1).norm(dim=1), torch.full((3,), eps))
+    sizes = document_norms(model, ids)
+    assert sizes.unique().numel() == 3  # three documents of different norms: a scale per document
+    torch.testing.assert_close(move.flatten(1).norm(dim=1), eps * sizes)
     # Along the gradient of the real words, so (first order) the loss goes up.
     for document in range(3):
         real = ~padding[document]
@@ -72,7 +81,7 @@ def test_frozen_word_vectors_are_perturbed_too() -> None:
         torch.nn.functional.cross_entropy(model(ids, lengths), labels).backward()
         words.aim(0.05)
     move = words.moves[0]  # type: ignore[index]
-    torch.testing.assert_close(move.flatten(1).norm(dim=1), torch.full((3,), 0.05))
+    torch.testing.assert_close(move.flatten(1).norm(dim=1), 0.05 * document_norms(model, ids))
     assert model.embedding.weight.grad is None
 
 
@@ -89,7 +98,7 @@ def test_an_adversarial_step_adds_the_perturbed_batch_gradient_to_the_clean_one(
     config, model, batch = tiny()
     ids, lengths, labels = batch
     plain = step_gradients(config, model, batch)
-    config.train.adversarial = 2.0
+    config.train.adversarial = 0.5
     both = step_gradients(config, model, batch)
 
     # By hand: the clean gradient with respect to the word vectors gives r; the loss at vectors + r.
@@ -98,8 +107,10 @@ def test_an_adversarial_step_adds_the_perturbed_batch_gradient_to_the_clean_one(
     hook = by_hand.embedding.register_forward_hook(lambda module, inputs, output: vectors)
     torch.nn.functional.cross_entropy(by_hand(ids, lengths), labels).backward()
     hook.remove()
-    g = vectors.grad.masked_fill((ids == 0).unsqueeze(-1), 0.0)
-    r = 2.0 * g / g.flatten(1).norm(dim=1).view(-1, 1, 1)
+    padding = (ids == 0).unsqueeze(-1)
+    g = vectors.grad.masked_fill(padding, 0.0)
+    size = vectors.detach().masked_fill(padding, 0.0).flatten(1).norm(dim=1)  # (B,)
+    r = 0.5 * (size / g.flatten(1).norm(dim=1)).view(-1, 1, 1) * g
     by_hand.zero_grad()
     hook = by_hand.embedding.register_forward_hook(lambda module, inputs, output: output + r)
     torch.nn.functional.cross_entropy(by_hand(ids, lengths), labels).backward()
@@ -126,20 +137,24 @@ def test_training_with_adversarial_steps_through_the_cli(
     steps on, so the perturbed forward meets their catch-up hook too."""
     config = write_tiny_project(tmp_path / "project")
     monkeypatch.chdir(tmp_path)
-    settings = ["--set", "train.adversarial=1.0", "--set", f"ensemble.members={members}"]
+    settings = ["--set", "train.adversarial=0.1", "--set", f"ensemble.members={members}"]
     settings += ["--set", "train.sparse_embedding=true"]
     result = CliRunner().invoke(app, ["train", str(config), *settings, "--run-dir", "adv", "--quiet"])
     assert result.exit_code == 0, result.output
-    assert checkpoint.load("adv/best.pt")["config"]["train"]["adversarial"] == 1.0
+    assert checkpoint.load("adv/best.pt")["config"]["train"]["adversarial"] == 0.1
     # The tiny corpus is learnable (3 classes): the model still learns it with the perturbed batches.
     final = json.loads(Path("adv/metrics.json").read_text())
     assert final["valid"]["accuracy"] > 0.6, final["valid"]
 
 
-def test_a_negative_size_is_one_line_naming_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("size", ["-1", "3"])
+def test_a_size_outside_0_to_1_is_one_line_naming_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: str
+) -> None:
+    """Negative, or above 1 (a share of the document's norm; 3 was an absolute size before 0.3.0)."""
     config = write_tiny_project(tmp_path / "project")
     monkeypatch.chdir(tmp_path)
-    arguments = ["train", str(config), "--set", "train.adversarial=-1", "--run-dir", "x"]
+    arguments = ["train", str(config), "--set", f"train.adversarial={size}", "--run-dir", "x"]
     result = CliRunner().invoke(app, arguments)
     assert result.exit_code == 2
     assert "train.adversarial" in result.output and "Traceback" not in result.output

@@ -365,7 +365,7 @@ def test_two_processes_train_like_one_with_adversarial_steps(tmp_path: Path) -> 
     """Two forward and backward passes a step, each process aiming the perturbations of its own
     documents: together they train as one process does on the whole global batch."""
     config = write_tiny_project(tmp_path / "project")
-    settings = [*SAME_AS_ONE, "--set", "train.adversarial=1.0"]
+    settings = [*SAME_AS_ONE, "--set", "train.adversarial=0.1"]
     with pytest.MonkeyPatch.context() as patch, cli_globals_restored():
         patch.chdir(tmp_path)
         code, _, stderr = invoke("train", config, "--run-dir", tmp_path / "one", "--quiet", *settings)

@@ -3,8 +3,11 @@ Miyato, Dai & Goodfellow 2017, "Adversarial training methods for semi-supervised
 
 A step learns from its batch twice: as it is, and with each document's word vectors (the embedding's
 output, (B, T, E), before dropout) moved by the small perturbation that raises the loss most to first
-order, r = eps * g / ||g||, where g is the gradient of the clean loss with respect to that document's
-word vectors and the norm is taken over the document's (T, E) (padding stays where it is). The clean
+order, r = eps * ||x|| * g / ||g||, where x is the document's word vectors, g the gradient of the clean
+loss with respect to them, and both norms are taken over the document's (T, E) (padding stays where it
+is). eps is a share of the document's own norm, so one value means the same push whatever the
+embedding size, the document's length or the vectors' scale (random N(0, 1) rows have norm ~sqrt(E),
+GloVe's ~5-7); Miyato et al. get the same by normalising the word vectors first. The clean
 backward gives g for free; the perturbed forward and backward add their gradient to it, so a step costs
 about two. The model learns to hold its prediction in a neighbourhood of every training sentence, a
 regulariser that the word vectors, the layer with most weights and fewest examples per weight, need most
@@ -12,7 +15,7 @@ on small corpora (TREC, 5,000 questions: bench/adversarial.py, BENCHMARKS.md).
 
     with WordVectorPerturbation(members) as words:   # forward hooks on each member's embedding
         ... clean forward, backward ...
-        words.aim(eps)                                # r from the gradients just computed
+        words.aim(eps)                                # r from the vectors and gradients just computed
         ... perturbed forward, backward ...
 """
 
@@ -68,13 +71,16 @@ class WordVectorPerturbation:
 
     @torch.no_grad()
     def aim(self, eps: float) -> None:
-        """After the clean backward: r = eps * g / ||g|| per document, from the gradient each member's
-        word vectors received (scaled by a GradScaler or not: the norm cancels the scale)."""
+        """After the clean backward: r = eps * ||x|| * g / ||g|| per document, from each member's word
+        vectors x and the gradient g they received (scaled by a GradScaler or not: the norm cancels the
+        scale)."""
         moves: dict[int, torch.Tensor] = {}
         for index, output in self.outputs.items():
+            padding = self.padding[index]
             # Every member's vectors take a gradient (the hook makes frozen ones a leaf that does).
-            grad = output.grad.float().masked_fill(self.padding[index], 0.0)  # (B, T, E)
+            grad = output.grad.float().masked_fill(padding, 0.0)  # (B, T, E)
             norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1)  # (B, 1, 1)
-            moves[index] = (grad * (eps / norm)).to(output.dtype)
+            size = output.detach().float().masked_fill(padding, 0.0).flatten(1).norm(dim=1)  # (B,)
+            moves[index] = (grad * (eps * size.view(-1, 1, 1) / norm)).to(output.dtype)
         self.moves = moves
         self.outputs.clear()  # the clean graph is gone after its backward; drop the references

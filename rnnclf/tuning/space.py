@@ -29,7 +29,7 @@ DEFAULT_SPACE: dict[str, Any] = {
     "model.dropout": [0.0, 0.6],
     "model.embedding_dropout": [0.0, 0.5],
     "model.word_dropout": [0.0, 0.3],
-    "train.adversarial": [0.0, 1.0, 3.0, 8.0],
+    "train.adversarial": [0.0, 0.02, 0.05, 0.1],
     "model.pooling": ["last", "mean", "max", "attention"],
     "train.batch_size": [16, 32, 64, 128],
     "train.epochs": [3, 15],
