@@ -1,7 +1,7 @@
 """train.adversarial: each step also learns from its batch with every document's word vectors moved along
 the gradient of the loss by eps times their own norm (rnnclf.training.adversarial). The perturbation must
-have that norm per document, leave padding alone and raise the loss; the step's gradient must be the clean batch's plus the
-perturbed batch's; off (0) the step is what it was."""
+have that norm per document, leave padding alone and raise the loss; the step's gradient must be the
+clean batch's plus the perturbed batch's; off (0) the step is what it was."""
 
 from __future__ import annotations
 
