@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--set", dest="sets", action="append", default=[])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=13)
-    parser.add_argument("--eps", type=float, nargs="+", default=[1.0, 5.0])
+    parser.add_argument("--eps", type=float, nargs="+", default=[0.02, 0.05, 0.1])
     parser.add_argument("--out", type=Path, default=Path("/tmp/rnnclf-adversarial"))
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
