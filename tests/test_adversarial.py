@@ -107,9 +107,8 @@ def test_an_adversarial_step_adds_the_perturbed_batch_gradient_to_the_clean_one(
     hook = by_hand.embedding.register_forward_hook(lambda module, inputs, output: vectors)
     torch.nn.functional.cross_entropy(by_hand(ids, lengths), labels).backward()
     hook.remove()
-    padding = (ids == 0).unsqueeze(-1)
-    g = vectors.grad.masked_fill(padding, 0.0)
-    size = vectors.detach().masked_fill(padding, 0.0).flatten(1).norm(dim=1)  # (B,)
+    g = vectors.grad.masked_fill((ids == 0).unsqueeze(-1), 0.0)
+    size = document_norms(by_hand, ids)  # (B,)
     r = 0.5 * (size / g.flatten(1).norm(dim=1)).view(-1, 1, 1) * g
     by_hand.zero_grad()
     hook = by_hand.embedding.register_forward_hook(lambda module, inputs, output: output + r)
