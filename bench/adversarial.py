@@ -35,13 +35,15 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
-def configured(config: Path, corpus: str, seed: int, sets: list[str], eps: float, run_dir: Path) -> Any:
+def configured(
+    config: Path, corpus: str, seed: int, sets: list[str], eps: float, run_dir: Path, out: Path
+) -> Any:
     import yaml
 
     from rnnclf.config import parse_override, validate
 
     raw = yaml.safe_load(config.read_text(encoding="utf-8"))
-    raw["data"] = data_section(corpus, run_dir)
+    raw["data"] = data_section(corpus, out)  # imdb5000: its 5,000-review file is written once, in OUT
     for item in sets:
         (section, key), value = parse_override(item)
         raw.setdefault(section, {})[key] = value
@@ -78,7 +80,7 @@ def main() -> None:
         row: dict[str, dict[str, float]] = {}
         for arm, eps in zip(arms, [0.0, *args.eps], strict=True):
             where = args.out / f"seed{seed}" / arm
-            config = configured(args.config, args.corpus, seed, args.sets, eps, where)
+            config = configured(args.config, args.corpus, seed, args.sets, eps, where, args.out)
             metrics = train(config, config.output.run_dir)
             row[arm] = {
                 "valid": metrics["valid"][metric],
