@@ -347,6 +347,7 @@ def test_a_trial_that_cannot_finish_in_the_budget_left_stops_at_its_epoch_bounda
     if stopped:
         assert stop.signal == trial_module.CANNOT_FINISH and epoch == 1
         assert reporter.reason.startswith(f"cannot finish its {9 + 10 * folds_after} epochs left")
+        assert reporter.epoch_cost == epoch_seconds  # one epoch's seconds: what a fitted rerun plans with
     else:
         assert stop.signal is None and reporter.reason == ""
     # Past the deadline the budget stops it, whatever it could finish.
@@ -419,6 +420,7 @@ def test_a_trial_far_too_long_for_the_time_left_stops_after_its_first_steps(
         assert (
             f"(about {0.1 * (1000 * epochs - 60):.0f}s at the rate of its first 60 steps)" in reporter.reason
         )
+        assert reporter.epoch_cost == pytest.approx(0.1 * 1000)  # 1,000 steps at the timed steps' 0.1 s
 
 
 def test_no_trial_starts_when_the_time_left_is_shorter_than_the_fastest_epoch_or_quickest_trial() -> None:
@@ -448,9 +450,92 @@ def test_no_trial_starts_when_the_time_left_is_shorter_than_the_fastest_epoch_or
     assert too_late(study, deadline=100.0, now=60.0) == (
         "no trial started in the last 40s: the quickest complete trial took 63s"
     )
+    # A trial queued with the epochs that fit the time left: only the fastest-epoch rule applies.
+    assert too_late(study, deadline=100.0, now=60.0, fitted=True) == ""
+    assert too_late(study, deadline=100.0, now=90.0, fitted=True).endswith("the fastest epoch took 12s")
     assert too_late(study, deadline=100.0, now=30.0) == ""  # 70 s left
     assert too_late(Trials(), deadline=100.0, now=99.0) == ""  # nothing seen yet: the first trial starts
     assert too_late(study, deadline=float("inf"), now=1e12) == ""  # no budget (a trial count only)
+
+
+@pytest.mark.parametrize(
+    ("epochs", "left", "epoch_seconds", "fitted"),
+    [
+        ({"low": 3, "high": 15}, 200.0, 20.0, 8),  # (200 - 10 s to start) / (20 s x 1.15) = 8.3
+        ({"low": 3, "high": 15}, 50.0, 20.0, None),  # 1 epoch fits: fewer than the dimension allows
+        ({"low": 3, "high": 15, "step": 2}, 200.0, 20.0, 7),  # on the grid 3, 5, 7, ...
+        ({"choices": [3, 5, 10]}, 200.0, 20.0, 5),
+        ({"low": 3, "high": 15}, 2000.0, 20.0, 11),  # fewer than it had (12), however many fit
+        (None, 200.0, 20.0, None),  # train.epochs not searched: nothing to cut
+    ],
+)
+def test_a_trial_that_cannot_finish_is_fitted_to_the_epochs_the_time_left_holds(
+    epochs: dict[str, Any] | None, left: float, epoch_seconds: float, fitted: int | None
+) -> None:
+    from rnnclf.config import validate
+    from rnnclf.tuning.space import search_space
+    from rnnclf.tuning.study import fit_to_time
+
+    space = {"train.lr": {"low": 0.001, "high": 0.01, "log": True}}
+    if epochs is not None:
+        space["train.epochs"] = epochs
+    config = validate({"data": {"train": "x.csv"}, "tune": {"space": space}}, "test")
+    dimensions, _ = search_space(config)
+    values = {"train.lr": 0.003, "train.epochs": 12}
+    got = fit_to_time(values, dimensions, left, epoch_seconds)
+    assert got == (None if fitted is None else {"train.lr": 0.003, "train.epochs": fitted})
+
+
+def test_a_trial_stopped_as_unable_to_finish_runs_again_next_with_the_epochs_that_fit(
+    tiny_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The study's wiring, with trials that only pretend to train: a trial stopped as unable to finish
+    (its epoch cost measured) is queued again with the epochs that fit, and is the next trial; a fitted
+    trial that cannot finish either is not queued again."""
+    from rnnclf.tuning import study as study_module
+    from rnnclf.tuning.space import suggest
+    from rnnclf.tuning.trial import FITTED
+
+    def pretending(base: Any, trial: Any, dims: Any, tune_dir: Path, metric: str, deadline: float,
+                   *rest: Any) -> TrialRecord:  # fmt: skip
+        values = suggest(trial, dims)
+        record = TrialRecord(trial.number, values, fitted_from=trial.user_attrs.get(FITTED))
+        if trial.number > 0 and values["train.epochs"] >= 5:
+            # 5.5 epochs of this cost fit in the time left (less the margins): 5 are queued. The fitted
+            # trial (5 epochs) is stopped too: it is not queued again.
+            record.state, record.reason = "incomplete", "cannot finish"
+            record.epoch_cost = (deadline - time.time() - study_module.FIT_START_SECONDS) / (
+                study_module.FIT_MARGIN * 5.5
+            )
+        else:
+            record.state, record.value = "complete", 0.5
+        trial.set_user_attr("state", record.state)
+        trial.set_user_attr("reason", record.reason)
+        trial.set_user_attr(FITTED, record.fitted_from)
+        return record
+
+    monkeypatch.setattr(study_module, "run_trial", pretending)
+    monkeypatch.setattr(study_module, "_keep_best_only", lambda study, number: None)
+    space = {"train.epochs": [2, 40], "train.lr": {"low": 0.01, "high": 0.05, "log": True}}
+    configure(tiny_config, space, trials=12, budget="1h")
+    observer = Collected()
+    Path("tuned").mkdir()
+    dims, _ = space_module.search_space(load(tiny_config))
+    study_module.work(load(tiny_config), dims, Path("tuned"), None, "tuned", time.time() + 3600, 0,
+                      StopFlag(), observer)  # fmt: skip
+    records = {record.number: record for record in observer.records}
+    stopped = [r for r in records.values() if r.state == "incomplete" and r.fitted_from is None]
+    assert stopped, "no draw had more than 5 epochs: the wiring was not exercised"
+    assert len(records) == 12  # tune.trials: a trial queued by the last one waits unrun
+    for record in stopped:
+        assert record.reason == "cannot finish; queued again with 5 epochs, the most that fit"
+        if record.number + 1 in records:
+            again = records[record.number + 1]  # the next trial
+            assert again.fitted_from == record.number and again.values == {**record.values, "train.epochs": 5}
+            assert again.state == "incomplete" and again.reason == "cannot finish"  # not queued again
+            assert record.number + 2 not in records or records[record.number + 2].fitted_from is None
+    fitted = [r.fitted_from for r in records.values() if r.fitted_from is not None]
+    assert fitted == [r.number for r in stopped if r.number + 1 in records]  # once each, nothing else
 
 
 @pytest.mark.parametrize("direction", ["maximize", "minimize"])

@@ -72,6 +72,7 @@ def records(study: Any) -> list[dict[str, Any]]:
                 "reason": attrs.get("reason", ""),
                 "folder": attrs.get("folder", ""),
                 "worker": attrs.get("worker", ""),  # HOST:PID of the process that ran it
+                "fitted_from": attrs.get("fitted_from"),  # the trial it ran again with fewer epochs
             }
         )
     return rows

@@ -27,6 +27,7 @@ from rnnclf.tuning.space import Dimension, applied, suggest
 # Pseudo signal numbers: why a trial was stopped, at an epoch boundary or a step (real signals are > 0).
 PRUNED, OVER_BUDGET, NOT_FINITE, CANNOT_FINISH = -1, -2, -3, -4
 SCHEDULE = "schedule_epochs"  # a trial's user attribute: its train.epochs (the pruner judges by share)
+FITTED = "fitted_from"  # a trial's user attribute: the trial it runs again with fewer epochs (see study.py)
 STATES = ("complete", "pruned", "failed", "incomplete")
 PROBE_STEPS = 10  # a trial's first epoch is timed from this step, for at least as many more steps
 
@@ -43,6 +44,11 @@ class TrialRecord:
     epoch_seconds: list[float] = field(default_factory=list)
     fold_values: list[float] = field(default_factory=list)  # tune.folds > 1: each fold's score
     reason: str = ""
+    # Stopped as unable to finish in the time left: one epoch's seconds at its measured rate (one
+    # training's epoch; with tune.folds a trial trains once per fold), so the study can run it again
+    # with the epochs that fit. fitted_from: the trial this one runs again with fewer epochs.
+    epoch_cost: float | None = None
+    fitted_from: int | None = None
     seconds: float = 0.0  # the whole trial: sampling, training, bookkeeping
     train_seconds: float = 0.0  # inside rnnclf.training.loop.train (data loading included)
     started_at: float = 0.0  # time.time() when it began (for the tune's own overhead)
@@ -118,6 +124,7 @@ class TrialReporter(Reporter):
         self.reason = ""  # why the trial stopped, when the reason needs numbers (CANNOT_FINISH)
         self.has_complete = False  # whether the study holds a complete trial: once true, always
         self.timed_from: tuple[float, int] | None = None  # (time.time(), step) after its first steps
+        self.epoch_cost: float | None = None  # one epoch's seconds, as the cannot-finish rule estimated it
         self.judged_early = False  # whether _cannot_finish_early has judged this training
 
     def summary(self, text: str) -> None:
@@ -160,6 +167,7 @@ class TrialReporter(Reporter):
             return False
         self.judged_early = True
         epochs = self._epochs * (1 + self.folds_after)  # this training's epochs and the folds' to come
+        self.epoch_cost = (now - since) / steps * self._batches
         needed = (now - since) / steps * (self._batches * epochs - done)
         self.reason = self._late(needed, now, f"its {epochs} epochs", f"the rate of its first {done} steps")
         return bool(self.reason)
@@ -205,7 +213,8 @@ class TrialReporter(Reporter):
         Early stopping may end a trial before its schedule, so the estimate is an upper bound; the first
         complete trial is never stopped by it (a budget too short for any trial still says so)."""
         left = (self._epochs - epoch) + self.folds_after * self._epochs
-        needed = left * sum(self.seconds) / len(self.seconds)
+        self.epoch_cost = sum(self.seconds) / len(self.seconds)
+        needed = left * self.epoch_cost
         reason = self._late(needed, now, f"its {left} epochs left", "its rate")
         if not reason or not self._study_has_complete():
             return False
@@ -251,6 +260,7 @@ def run_trial(
     values = suggest(trial, dimensions)
     folder = tune_dir / "trials" / f"{trial.number:04d}"
     record = TrialRecord(trial.number, values, folder=str(folder), started_at=time.time())
+    record.fitted_from = trial.user_attrs.get(FITTED)
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     observer.trial_started(trial.number, values)
     stop = TrialStop(user_stop)
@@ -285,6 +295,7 @@ def run_trial(
             record.state, record.reason = "incomplete", "the budget ran out"
         elif stopped.signal == CANNOT_FINISH:
             record.state, record.reason = "incomplete", reporter.reason if reporter else ""
+            record.epoch_cost = reporter.epoch_cost if reporter else None
         else:
             record.state, record.reason = "incomplete", f"interrupted by signal {stopped.signal}"
             interrupted = stopped
