@@ -253,6 +253,58 @@ def test_the_starting_point_is_the_config_where_the_space_holds_it() -> None:
     assert starting_point(config, dimensions) == expected
 
 
+def test_the_second_starting_trial_is_the_config_given_with_adversarial_steps() -> None:
+    from rnnclf.config import Config
+    from rnnclf.tuning.space import Dimension, search_space, starting_point, starting_points
+
+    config = Config()
+    dimensions, _ = search_space(config)  # the default space
+    first, second = starting_points(config, dimensions)
+    assert first["train.adversarial"] == 0.0 and first["train.lr"] == config.train.lr
+    assert second == {**first, "train.adversarial": 0.02}
+    # Adversarial steps the user set stay as set: the space does not hold the key, no second trial.
+    config.train.adversarial = 0.1
+    dimensions, kept = search_space(config)
+    assert "train.adversarial" in kept
+    assert starting_points(config, dimensions) == [starting_point(config, dimensions)]
+    # A space that cannot hold 0.02, or does not search the key: only the config given.
+    lr = Dimension("train.lr", low=1e-4, high=1e-2, log=True)
+    assert len(starting_points(Config(), [lr, Dimension("train.adversarial", choices=(0.0, 0.1))])) == 1
+    assert len(starting_points(Config(), [lr])) == 1
+    # A range holds it; a config whose own value is 0.02 needs no second trial.
+    assert len(starting_points(Config(), [lr, Dimension("train.adversarial", low=0.0, high=0.2)])) == 2
+    config = Config()
+    config.train.adversarial = 0.02
+    assert len(starting_points(config, [lr, Dimension("train.adversarial", low=0.0, high=0.2)])) == 1
+
+
+def test_a_new_study_queues_the_config_given_then_the_same_with_adversarial_steps(
+    tiny_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tune()'s wiring: the default space's starting trials wait in the study's queue, in order, before
+    any trial runs, and the command says so; a resumed study queues nothing again."""
+    from rnnclf.tuning import study as study_module
+
+    queued: list[dict[str, Any]] = []
+
+    def looking(config: Any, dims: Any, tune_dir: Path, storage: Any, name: str, *rest: Any) -> None:
+        study = study_module.open_study(config, tune_dir, storage, name, 0)
+        queued[:] = [trial.system_attrs["fixed_params"] for trial in study.get_trials(deepcopy=False)]
+
+    monkeypatch.setattr(study_module, "work", looking)
+    configure(tiny_config, None, trials=2, budget=None)
+    observer = Collected()
+    with pytest.raises(RnnclfError, match="no trial completed"):
+        study_module.tune(load(tiny_config), Path("queued"), observer=observer)
+    first, second = queued
+    said = "first trials: the config given; the same with train.adversarial = 0.02"
+    assert any(said in line for line in observer.lines)
+    assert first["train.adversarial"] == 0.0 and second == {**first, "train.adversarial": 0.02}
+    with pytest.raises(RnnclfError, match="no trial completed"):
+        run_tune(tiny_config, Path("queued"), resume=True)
+    assert len(queued) == 2  # the same two, not queued again
+
+
 @pytest.mark.slow
 def test_the_first_trial_is_the_configuration_given(tiny_config: Path) -> None:
     configure(tiny_config, trials=2, budget=None)

@@ -34,7 +34,7 @@ from rnnclf.tuning.space import (
     Dimension,
     applied,
     search_space,
-    starting_point,
+    starting_points,
     thresholds_follow_metric,
     trained_with,
 )
@@ -427,11 +427,13 @@ def tune(
     tune_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(tune_dir / TUNE_CONFIG, dump(config))
     study = open_study(config, tune_dir, storage, name, 0)
-    point = starting_point(config, dimensions)
-    if point and not study.get_trials(deepcopy=False):
+    points = starting_points(config, dimensions)
+    new = not study.get_trials(deepcopy=False)
+    for point in points if new else []:
         # A new study's first trial is the configuration the tune was given (the keys the space holds),
         # as fastText's autotune starts from its defaults: the best trial is then never a random start's
         # when the given settings were already good (with a short budget, TPE's first trials are random).
+        # The second, where the space holds it, is the same with adversarial steps (SECOND_START).
         study.enqueue_trial(point, skip_if_exists=True)
     if resume:
         lost = fail_lost_trials(study)
@@ -447,6 +449,7 @@ def tune(
         "searching: "
         + "; ".join(dim.shown() for dim in dimensions)
         + (f"\nkept as configured: {', '.join(kept)}" if kept else "")
+        + (f"\nfirst trials: {_starts(points)}" if new and points else "")
         + (
             f"\ntrials train in {precision}: this hardware runs it fast (tune.precision: fp32 keeps fp32)"
             if config.tune.precision == "auto" and precision != config.train.precision
@@ -484,6 +487,15 @@ def tune(
     except (Interrupted, RnnclfError):
         _put_back(latest)  # each trial's run was runs/LATEST for a while; no best trial: as it was
         raise
+
+
+def _starts(points: list[dict[str, Any]]) -> str:
+    """The starting trials in words: "the config given", then what each later one changes."""
+    said = ["the config given"]
+    for point in points[1:]:
+        changed = ", ".join(f"{key} = {value}" for key, value in point.items() if points[0].get(key) != value)
+        said.append(f"the same with {changed}")
+    return "; ".join(said)
 
 
 def _put_back(latest: str | None) -> None:
