@@ -253,15 +253,16 @@ def test_the_starting_point_is_the_config_where_the_space_holds_it() -> None:
     assert starting_point(config, dimensions) == expected
 
 
-def test_the_second_starting_trial_is_the_config_given_with_adversarial_steps() -> None:
+def test_the_first_trial_is_the_config_given_with_adversarial_steps_then_the_config_given() -> None:
     from rnnclf.config import Config
     from rnnclf.tuning.space import Dimension, search_space, starting_point, starting_points
 
     config = Config()
     dimensions, _ = search_space(config)  # the default space
     first, second = starting_points(config, dimensions)
-    assert first["train.adversarial"] == 0.0 and first["train.lr"] == config.train.lr
-    assert second == {**first, "train.adversarial": 0.02}
+    assert second == starting_point(config, dimensions)
+    assert second["train.adversarial"] == 0.0 and second["train.lr"] == config.train.lr
+    assert first == {**second, "train.adversarial": 0.02}
     # Adversarial steps the user set stay as set: the space does not hold the key, no second trial.
     config.train.adversarial = 0.1
     dimensions, kept = search_space(config)
@@ -278,7 +279,7 @@ def test_the_second_starting_trial_is_the_config_given_with_adversarial_steps() 
     assert len(starting_points(config, [lr, Dimension("train.adversarial", low=0.0, high=0.2)])) == 1
 
 
-def test_a_new_study_queues_the_config_given_then_the_same_with_adversarial_steps(
+def test_a_new_study_queues_the_config_given_with_adversarial_steps_then_as_given(
     tiny_config: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """tune()'s wiring: the default space's starting trials wait in the study's queue, in order, before
@@ -297,9 +298,9 @@ def test_a_new_study_queues_the_config_given_then_the_same_with_adversarial_step
     with pytest.raises(RnnclfError, match="no trial completed"):
         study_module.tune(load(tiny_config), Path("queued"), observer=observer)
     first, second = queued
-    said = "first trials: the config given; the same with train.adversarial = 0.02"
+    said = "first trials: the config given with train.adversarial = 0.02; the config given"
     assert any(said in line for line in observer.lines)
-    assert first["train.adversarial"] == 0.0 and second == {**first, "train.adversarial": 0.02}
+    assert second["train.adversarial"] == 0.0 and first == {**second, "train.adversarial": 0.02}
     with pytest.raises(RnnclfError, match="no trial completed"):
         run_tune(tiny_config, Path("queued"), resume=True)
     assert len(queued) == 2  # the same two, not queued again
@@ -343,18 +344,21 @@ def test_the_median_pruner_judges_from_the_third_trial_and_the_second_epoch() ->
 
 
 class _Study:
-    def __init__(self, complete: int) -> None:
-        self.complete = complete
+    def __init__(self, complete: int, waiting: int) -> None:
+        self.complete, self.waiting = complete, waiting
 
     def get_trials(self, deepcopy: bool, states: tuple[Any, ...]) -> list[int]:
-        return list(range(self.complete))
+        import optuna
+
+        return list(range(self.waiting if states == (optuna.trial.TrialState.WAITING,) else self.complete))
 
 
 class _Trial:
-    """What TrialReporter asks of an Optuna trial (never prunes)."""
+    """What TrialReporter asks of an Optuna trial (never prunes): `complete` trials in its study, and
+    `waiting` in its queue."""
 
-    def __init__(self, complete: int) -> None:
-        self.study = _Study(complete)
+    def __init__(self, complete: int, waiting: int = 0) -> None:
+        self.study = _Study(complete, waiting)
         self.reported: list[tuple[float, int]] = []
 
     def report(self, value: float, step: int) -> None:
@@ -371,6 +375,7 @@ class _Trial:
         (20.0, 100.0, 1, 0, True),  # 160 s does not
         (20.0, 100.0, 0, 0, False),  # no complete trial yet: the first one is never stopped by it
         (10.0, 100.0, 1, 1, True),  # a fold still to come: 8 + 10 epochs
+        (20.0, 100.0, -1, 0, True),  # none complete, but a trial waits (the config given): stopped
     ],
 )
 def test_a_trial_that_cannot_finish_in_the_budget_left_stops_at_its_epoch_boundary(
@@ -387,8 +392,9 @@ def test_a_trial_that_cannot_finish_in_the_budget_left_stops_at_its_epoch_bounda
     monkeypatch.setattr(trial_module.time, "time", lambda: now)
     record = TrialRecord(3, {})
     stop = trial_module.TrialStop(StopFlag())
+    trial = _Trial(complete) if complete >= 0 else _Trial(0, waiting=1)
     reporter = trial_module.TrialReporter(
-        _Trial(complete), record, "valid_accuracy", now + time_left, stop, Observer(), True, folds_after
+        trial, record, "valid_accuracy", now + time_left, stop, Observer(), True, folds_after
     )
     for epoch in (1, 2):
         reporter.epoch_start(epoch, 10, 5)
@@ -409,7 +415,10 @@ def test_a_trial_that_cannot_finish_in_the_budget_left_stops_at_its_epoch_bounda
     assert stop.signal == trial_module.OVER_BUDGET
 
 
-@pytest.mark.parametrize(("complete", "epoch", "stopped"), [(1, 1, True), (0, 1, False), (1, 10, False)])
+# complete -1: none complete and a trial waiting, which does not make the first trial's epoch end early.
+@pytest.mark.parametrize(
+    ("complete", "epoch", "stopped"), [(1, 1, True), (0, 1, False), (1, 10, False), (-1, 1, False)]
+)
 def test_past_the_deadline_a_trial_that_cannot_complete_stops_within_its_epoch(
     monkeypatch: pytest.MonkeyPatch, complete: int, epoch: int, stopped: bool
 ) -> None:
@@ -418,8 +427,9 @@ def test_past_the_deadline_a_trial_that_cannot_complete_stops_within_its_epoch(
     now = 1_000_000.0
     monkeypatch.setattr(trial_module.time, "time", lambda: now)
     stop = trial_module.TrialStop(StopFlag())
+    trial = _Trial(complete) if complete >= 0 else _Trial(0, waiting=1)
     reporter = trial_module.TrialReporter(
-        _Trial(complete), TrialRecord(3, {}), "valid_accuracy", now + 5, stop, Observer()
+        trial, TrialRecord(3, {}), "valid_accuracy", now + 5, stop, Observer()
     )
     reporter.epoch_start(epoch, 10, 100)
     reporter.step(1, 1.0, 100.0)
@@ -438,6 +448,7 @@ def test_past_the_deadline_a_trial_that_cannot_complete_stops_within_its_epoch(
         (1_200.0, 1, 0, None),  # fits, though its first 10 steps took 5 s each (warming up)
         (500.0, 0, 0, None),  # no complete trial yet: never stopped by it
         (1_200.0, 1, 1, 60),  # a fold still to come: about 2,000 s
+        (500.0, -1, 0, 60),  # none complete, but a trial waits (the config given): stopped
     ],
 )
 def test_a_trial_far_too_long_for_the_time_left_stops_after_its_first_steps(
@@ -452,9 +463,10 @@ def test_a_trial_far_too_long_for_the_time_left_stops_after_its_first_steps(
     clock = [1_000_000.0]
     monkeypatch.setattr(trial_module.time, "time", lambda: clock[0])
     stop = trial_module.TrialStop(StopFlag())
+    trial = _Trial(complete) if complete >= 0 else _Trial(0, waiting=1)
     reporter = trial_module.TrialReporter(
-        _Trial(complete), TrialRecord(3, {}), "valid_accuracy", clock[0] + time_left, stop, Observer(),
-        True, folds_after,
+        trial, TrialRecord(3, {}), "valid_accuracy", clock[0] + time_left, stop, Observer(), True,
+        folds_after,
     )  # fmt: skip
     reporter.epoch_start(1, 10, 1000)
     for done in range(1, 301):
@@ -588,6 +600,36 @@ def test_a_trial_stopped_as_unable_to_finish_runs_again_next_with_the_epochs_tha
             assert record.number + 2 not in records or records[record.number + 2].fitted_from is None
     fitted = [r.fitted_from for r in records.values() if r.fitted_from is not None]
     assert fitted == [r.number for r in stopped if r.number + 1 in records]  # once each, nothing else
+
+
+def test_no_fitted_rerun_is_queued_while_another_trial_waits() -> None:
+    """The adversarial starting trial stopped as unable to finish is not fitted while the config given
+    waits behind it: that one runs next, and epochs fitted to the time left now would not fit after it.
+    The config given, stopped with nothing waiting, is fitted as any trial."""
+    import optuna
+
+    from rnnclf.config import validate
+    from rnnclf.tuning.study import _queue_fitted
+
+    config = validate({"data": {"train": "x.csv"}, "tune": {"space": {"train.epochs": [2, 40]}}}, "test")
+    dims, _ = space_module.search_space(config)
+    study = optuna.create_study()
+    waiting = (optuna.trial.TrialState.WAITING,)
+    study.enqueue_trial({"train.epochs": 12})  # the adversarial starting trial
+    study.enqueue_trial({"train.epochs": 10})  # the config given
+
+    def stopped_then_queued() -> tuple[TrialRecord, list[dict[str, Any]]]:
+        trial = study.ask()
+        trial.suggest_int("train.epochs", 2, 40)
+        record = TrialRecord(trial.number, dict(trial.params), state="incomplete", epoch_cost=10.0)
+        _queue_fitted(study, trial, record, dims, time.time() + 3600, 1)
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        return record, [t.system_attrs["fixed_params"] for t in study.get_trials(states=waiting)]
+
+    record, queued = stopped_then_queued()  # the adversarial one: the config given waits
+    assert queued == [{"train.epochs": 10}] and "queued again" not in record.reason
+    record, queued = stopped_then_queued()  # the config given: nothing waits; fitted (the time allows
+    assert queued == [{"train.epochs": 9}] and "queued again with 9 epochs" in record.reason  # 9 of 10)
 
 
 @pytest.mark.parametrize("direction", ["maximize", "minimize"])

@@ -45,12 +45,13 @@ MULTI_LABEL_SPACE: dict[str, Any] = {
     "train.class_weights": ["none", "auto"],
     "train.thresholds": ["global", "per_label"],
 }
-# The tune's second trial: the config given with adversarial steps (Miyato, Dai & Goodfellow 2017) at the
-# paper's size (5 on vectors normalised per dimension: ~0.02 of a 270-word review's norm; docs/tuning.md).
-# Chosen from the literature, where it lifted a word-level LSTM on every text classification corpus
-# tried (IMDB, Elec, RCV1, Rotten Tomatoes, DBpedia); checked here on TREC, GoEmotions and IMDB's first
-# 5,000 reviews: validation up on 7 of 9 seeds, level on 1 (BENCHMARKS.md, "Adversarial training").
-SECOND_START: dict[str, Any] = {"train.adversarial": 0.02}
+# What the tune's first trial adds to the config given: adversarial steps (Miyato, Dai & Goodfellow 2017)
+# at the paper's size (5 on vectors normalised per dimension: ~0.02 of a 270-word review's norm;
+# docs/tuning.md). Chosen from the literature, where it lifted a word-level LSTM on every text
+# classification corpus tried (IMDB, Elec, RCV1, Rotten Tomatoes, DBpedia); checked here on TREC,
+# GoEmotions and IMDB's first 5,000 reviews: validation up on 7 of 9 seeds, level on 1 (BENCHMARKS.md,
+# "Adversarial training").
+ADVERSARIAL_START: dict[str, Any] = {"train.adversarial": 0.02}
 # What a search may never change: where data and outputs are, the search itself, the device.
 NOT_SEARCHED = {"data", "output", "tune"}
 NOT_SEARCHED_KEYS = {("train", "device"), ("model", "pretrained_vectors"), ("model", "init_from")}
@@ -239,21 +240,23 @@ def starting_point(config: Config, dimensions: list[Dimension]) -> dict[str, Any
 
 
 def starting_points(config: Config, dimensions: list[Dimension]) -> list[dict[str, Any]]:
-    """The trials a new study runs before the sampler's: the configuration given (starting_point), then,
-    where the space holds them, the same with SECOND_START's values: a portfolio of known-good settings
-    (Feurer et al. 2018, Pfisterer et al. 2021) tried before TPE's random start, whose draws cannot know
-    what helps recurrent classifiers. The given config goes first because it is the cheaper of the two
-    (adversarial steps cost about two): the first trial always runs to its end, and a second that cannot
-    finish in the time left is fitted to it (study.fit_to_time)."""
-    first = starting_point(config, dimensions)
-    if not first:
+    """The trials a new study runs before the sampler's, in order: where the space holds them, the
+    configuration given with ADVERSARIAL_START's values, then the configuration given (starting_point).
+    A portfolio of known-good settings tried before TPE's random start (Feurer et al. 2018), whose draws
+    cannot know what helps recurrent classifiers. The adversarial one goes first, as the likelier to
+    score best: where the budget holds one of the two and not both (IMDB's first 5,000 reviews, 20
+    minutes on 2 cores), it is the one that runs whole. It costs about two of the other, so while the
+    config given waits in the queue it may be stopped as unable to finish (TrialReporter): the config
+    given then runs, and the tune still has a complete trial where the budget holds one."""
+    given = starting_point(config, dimensions)
+    if not given:
         return []
-    second = dict(first)
+    adversarial = dict(given)
     for dim in dimensions:
-        value = SECOND_START.get(dim.key)
+        value = ADVERSARIAL_START.get(dim.key)
         if value is not None and _holds(dim, value):
-            second[dim.key] = value
-    return [first] if second == first else [first, second]
+            adversarial[dim.key] = value
+    return [given] if adversarial == given else [adversarial, given]
 
 
 def suggest(trial: Any, dimensions: list[Dimension]) -> dict[str, Any]:

@@ -247,8 +247,10 @@ def _queue_fitted(
     study: Any, trial: Any, record: TrialRecord, dimensions: list[Dimension], deadline: float, trainings: int
 ) -> None:
     """A trial stopped as unable to finish (it has an epoch cost) goes back in the queue with the epochs
-    that fit (fit_to_time), once: a fitted trial that still cannot finish is not fitted again."""
-    if record.epoch_cost is None or record.fitted_from is not None:
+    that fit (fit_to_time), once: a fitted trial that still cannot finish is not fitted again. Not while
+    another trial waits in the queue (the config given, behind the adversarial starting trial): that one
+    runs next, and the epochs that fit now would not fit after it."""
+    if record.epoch_cost is None or record.fitted_from is not None or _waiting(study):
         return
     fitted = fit_to_time(record.values, dimensions, deadline - time.time(), record.epoch_cost * trainings)
     if fitted is None:
@@ -256,6 +258,12 @@ def _queue_fitted(
     study.enqueue_trial(fitted, user_attrs={FITTED: record.number})
     record.reason += f"; queued again with {fitted['train.epochs']} epochs, the most that fit"
     trial.set_user_attr("reason", record.reason)
+
+
+def _waiting(study: Any) -> bool:
+    """Whether a trial waits in the study's queue (the tune's starting trials, a fitted one)."""
+    waiting = require_optuna().trial.TrialState.WAITING
+    return bool(study.get_trials(deepcopy=False, states=(waiting,)))
 
 
 def _fitted_waiting(study: Any) -> bool:
@@ -430,10 +438,10 @@ def tune(
     points = starting_points(config, dimensions)
     new = not study.get_trials(deepcopy=False)
     for point in points if new else []:
-        # A new study's first trial is the configuration the tune was given (the keys the space holds),
-        # as fastText's autotune starts from its defaults: the best trial is then never a random start's
+        # A new study starts from the configuration the tune was given (the keys the space holds), as
+        # fastText's autotune starts from its defaults, and before it the same with adversarial steps
+        # where the space holds them (starting_points): the best trial is then never a random start's
         # when the given settings were already good (with a short budget, TPE's first trials are random).
-        # The second, where the space holds it, is the same with adversarial steps (SECOND_START).
         study.enqueue_trial(point, skip_if_exists=True)
     if resume:
         lost = fail_lost_trials(study)
@@ -490,12 +498,13 @@ def tune(
 
 
 def _starts(points: list[dict[str, Any]]) -> str:
-    """The starting trials in words: "the config given", then what each later one changes."""
-    said = ["the config given"]
-    for point in points[1:]:
-        changed = ", ".join(f"{key} = {value}" for key, value in point.items() if points[0].get(key) != value)
-        said.append(f"the same with {changed}")
-    return "; ".join(said)
+    """The starting trials in words: the config given, with what an earlier one changes."""
+    given = points[-1]
+    said = []
+    for point in points[:-1]:
+        changed = ", ".join(f"{key} = {value}" for key, value in point.items() if given.get(key) != value)
+        said.append(f"the config given with {changed}")
+    return "; ".join([*said, "the config given"])
 
 
 def _put_back(latest: str | None) -> None:

@@ -123,6 +123,7 @@ class TrialReporter(Reporter):
         self.seconds: list[float] = []  # this training's epochs
         self.reason = ""  # why the trial stopped, when the reason needs numbers (CANNOT_FINISH)
         self.has_complete = False  # whether the study holds a complete trial: once true, always
+        self.waiting = False  # whether a trial waits in the study's queue (asked at each epoch's start)
         self.timed_from: tuple[float, int] | None = None  # (time.time(), step) after its first steps
         self.epoch_cost: float | None = None  # one epoch's seconds, as the cannot-finish rule estimated it
         self.judged_early = False  # whether _cannot_finish_early has judged this training
@@ -138,13 +139,14 @@ class TrialReporter(Reporter):
         # started 19 s before the deadline ran a 198 s first epoch past it. The study's first complete
         # trial still ends epochs whole (a budget too short for it says how long one epoch took).
         self._study_has_complete()
+        self.waiting = _has_waiting(self.trial)
 
     def step(self, done: int, loss: float, words_per_s: float) -> None:
         super().step(done, loss, words_per_s)
-        if not self.has_complete:
+        if not (self.has_complete or self.waiting):
             return
         now = time.time()
-        if self._epoch < self._epochs and now >= self.deadline:
+        if self.has_complete and self._epoch < self._epochs and now >= self.deadline:
             self.stop.set(OVER_BUDGET)
         elif not self.judged_early and self._epoch == 1 and self._cannot_finish_early(done, now):
             self.stop.set(CANNOT_FINISH)
@@ -207,19 +209,29 @@ class TrialReporter(Reporter):
 
     def _cannot_finish(self, epoch: int, now: float) -> bool:
         """Whether the epochs left of this trial's schedule (and of its folds still to come), at the rate
-        of its epochs so far, end after the deadline, while the study already holds a complete trial.
+        of its epochs so far, end after the deadline, while the study already holds a complete trial or
+        another trial waits in its queue (the config given, behind the adversarial starting trial).
         Such a trial would be stopped by the budget and never chosen: the time goes to trials that can
         finish (on GoEmotions, 15 minutes on 2 cores, one such trial took 205-260 s of a tune's 900).
-        Early stopping may end a trial before its schedule, so the estimate is an upper bound; the first
-        complete trial is never stopped by it (a budget too short for any trial still says so)."""
+        Early stopping may end a trial before its schedule, so the estimate is an upper bound; the last
+        hope of a complete trial is never stopped by it (a budget too short for any trial still says
+        so)."""
         left = (self._epochs - epoch) + self.folds_after * self._epochs
         self.epoch_cost = sum(self.seconds) / len(self.seconds)
         needed = left * self.epoch_cost
         reason = self._late(needed, now, f"its {left} epochs left", "its rate")
-        if not reason or not self._study_has_complete():
+        if not reason or not (self._study_has_complete() or self.waiting):
             return False
         self.reason = reason
         return True
+
+
+def _has_waiting(trial: Any) -> bool:
+    """Whether a trial waits in the trial's study's queue (it runs when this one stops)."""
+    import optuna
+
+    waiting = optuna.trial.TrialState.WAITING
+    return bool(trial.study.get_trials(deepcopy=False, states=(waiting,)))
 
 
 def _has_complete(trial: Any) -> bool:
