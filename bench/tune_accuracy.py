@@ -99,7 +99,10 @@ def own_time(summary: dict[str, Any], cache_load: float) -> dict[str, float]:
     first (measured once, times their number); with --jobs N, those of the busiest worker (each worker
     has the whole budget of wall time). Setup (the first preparation, the baseline) and the end (test
     scoring, files, plots) are reported apart."""
-    trials = sorted(summary["trials"], key=lambda trial: trial["started_at"] or 0)
+    # Trials that ran (a queued one left waiting at the end has no start).
+    trials = sorted(
+        (t for t in summary["trials"] if t["started_at"] is not None), key=lambda t: t["started_at"]
+    )
     workers: dict[str, list[dict[str, Any]]] = {}
     for trial in trials:  # --jobs N: each worker's own time counts against the wall time it had
         workers.setdefault(trial.get("worker", ""), []).append(trial)

@@ -38,7 +38,7 @@ from rnnclf.tuning.space import (
     thresholds_follow_metric,
     trained_with,
 )
-from rnnclf.tuning.trial import FITTED, Observer, TrialRecord, run_trial
+from rnnclf.tuning.trial import FITTED, Observer, TrialRecord, queue_waiting, run_trial
 
 STUDY_DB = "study.db"
 TUNE_CONFIG = "config.yaml"
@@ -186,15 +186,18 @@ def _finished(study: Any) -> int:
     return sum(trial.state != waiting for trial in study.get_trials(deepcopy=False))
 
 
-def too_late(study: Any, deadline: float, now: float, fitted: bool = False) -> str:
+def too_late(study: Any, deadline: float, now: float, queued: bool = False) -> str:
     """Why no trial should start now ("" when one may): the time left is shorter than the fastest epoch
     any trial of the study has run (a trial started now would end no epoch before the deadline: on
     GoEmotions, 15 minutes on 2 cores, trials started with 7-21 s left ran their 14-33 s first epoch past
     it), or than the quickest complete trial took. In the last minute of a 15-minute GoEmotions tune,
     where the quickest complete trial took 63 s, 18 trials were drawn and each stopped within seconds as
     unable to finish: the sampler draws without regard to cost, so the time left rarely holds one.
-    `fitted`: the next trial is one queued by fit_to_time, whose epochs were chosen to fit the time left
-    (only the fastest-epoch rule applies to it)."""
+    `queued`: the next trial waits in the study's queue, not a draw: one queued by fit_to_time, whose
+    epochs were chosen to fit the time left, or a starting trial (the config given, after the
+    adversarial one that may take the quickest complete trial's time and more: IMDB's first 5,000
+    reviews, 710 s against 436 s). Only the fastest-epoch rule applies to it; the cannot-finish rule
+    stops it after its first steps if it cannot finish, and fits it to the time left."""
     trials = study.get_trials(deepcopy=False)
     left = deadline - now
     epochs = [seconds for trial in trials for seconds in trial.user_attrs.get("epoch_seconds", [])]
@@ -206,7 +209,7 @@ def too_late(study: Any, deadline: float, now: float, fitted: bool = False) -> s
         for trial in trials
         if trial.state == complete and "seconds" in trial.user_attrs
     ]
-    if whole and left < min(whole) and not fitted:
+    if whole and left < min(whole) and not queued:
         return f"no trial started in the last {left:.0f}s: the quickest complete trial took {min(whole):.0f}s"
     return ""
 
@@ -250,7 +253,7 @@ def _queue_fitted(
     that fit (fit_to_time), once: a fitted trial that still cannot finish is not fitted again. Not while
     another trial waits in the queue (the config given, behind the adversarial starting trial): that one
     runs next, and the epochs that fit now would not fit after it."""
-    if record.epoch_cost is None or record.fitted_from is not None or _waiting(study):
+    if record.epoch_cost is None or record.fitted_from is not None or queue_waiting(study):
         return
     fitted = fit_to_time(record.values, dimensions, deadline - time.time(), record.epoch_cost * trainings)
     if fitted is None:
@@ -258,18 +261,6 @@ def _queue_fitted(
     study.enqueue_trial(fitted, user_attrs={FITTED: record.number})
     record.reason += f"; queued again with {fitted['train.epochs']} epochs, the most that fit"
     trial.set_user_attr("reason", record.reason)
-
-
-def _waiting(study: Any) -> bool:
-    """Whether a trial waits in the study's queue (the tune's starting trials, a fitted one)."""
-    waiting = require_optuna().trial.TrialState.WAITING
-    return bool(study.get_trials(deepcopy=False, states=(waiting,)))
-
-
-def _fitted_waiting(study: Any) -> bool:
-    """Whether a trial queued by _queue_fitted waits for its run (the next ask takes it)."""
-    waiting = require_optuna().trial.TrialState.WAITING
-    return any(FITTED in trial.user_attrs for trial in study.get_trials(deepcopy=False, states=(waiting,)))
 
 
 def _alive(pid: int) -> bool:
@@ -321,7 +312,7 @@ def work(
     while stop.signal is None and (time.time() < deadline or (worker == 0 and _finished(study) == 0)):
         if config.tune.trials is not None and _finished(study) >= config.tune.trials:
             break
-        late = too_late(study, deadline, time.time(), fitted=_fitted_waiting(study))
+        late = too_late(study, deadline, time.time(), queued=queue_waiting(study))
         if late:
             observer.message(late)
             break

@@ -139,7 +139,7 @@ class TrialReporter(Reporter):
         # started 19 s before the deadline ran a 198 s first epoch past it. The study's first complete
         # trial still ends epochs whole (a budget too short for it says how long one epoch took).
         self._study_has_complete()
-        self.waiting = _has_waiting(self.trial)
+        self.waiting = queue_waiting(self.trial.study)
 
     def step(self, done: int, loss: float, words_per_s: float) -> None:
         super().step(done, loss, words_per_s)
@@ -213,9 +213,9 @@ class TrialReporter(Reporter):
         another trial waits in its queue (the config given, behind the adversarial starting trial).
         Such a trial would be stopped by the budget and never chosen: the time goes to trials that can
         finish (on GoEmotions, 15 minutes on 2 cores, one such trial took 205-260 s of a tune's 900).
-        Early stopping may end a trial before its schedule, so the estimate is an upper bound; the last
-        hope of a complete trial is never stopped by it (a budget too short for any trial still says
-        so)."""
+        Early stopping may end a trial before its schedule, so the estimate is an upper bound. While the
+        study holds no complete trial and none waits, no trial is stopped by it (a budget too short for
+        any trial still says so)."""
         left = (self._epochs - epoch) + self.folds_after * self._epochs
         self.epoch_cost = sum(self.seconds) / len(self.seconds)
         needed = left * self.epoch_cost
@@ -226,12 +226,12 @@ class TrialReporter(Reporter):
         return True
 
 
-def _has_waiting(trial: Any) -> bool:
-    """Whether a trial waits in the trial's study's queue (it runs when this one stops)."""
+def queue_waiting(study: Any) -> bool:
+    """Whether a trial waits in the study's queue (a starting trial, a fitted one): the next ask takes it."""
     import optuna
 
     waiting = optuna.trial.TrialState.WAITING
-    return bool(trial.study.get_trials(deepcopy=False, states=(waiting,)))
+    return bool(study.get_trials(deepcopy=False, states=(waiting,)))
 
 
 def _has_complete(trial: Any) -> bool:
