@@ -138,8 +138,8 @@ class TrialReporter(Reporter):
         # at its next step instead of finishing the epoch. On GoEmotions (15 minutes, 2 cores) a trial
         # started 19 s before the deadline ran a 198 s first epoch past it. The study's first complete
         # trial still ends epochs whole (a budget too short for it says how long one epoch took).
-        self._study_has_complete()
-        self.waiting = queue_waiting(self.trial.study)
+        # A waiting trial matters only until one is complete (every rule asks for either): then not asked.
+        self.waiting = not self._study_has_complete() and queue_waiting(self.trial.study)
 
     def step(self, done: int, loss: float, words_per_s: float) -> None:
         super().step(done, loss, words_per_s)
@@ -226,20 +226,21 @@ class TrialReporter(Reporter):
         return True
 
 
-def queue_waiting(study: Any) -> bool:
-    """Whether a trial waits in the study's queue (a starting trial, a fitted one): the next ask takes it."""
+def _holds(study: Any, state: str) -> bool:
+    """Whether the study holds a trial in this state (an Optuna TrialState's name)."""
     import optuna
 
-    waiting = optuna.trial.TrialState.WAITING
-    return bool(study.get_trials(deepcopy=False, states=(waiting,)))
+    return bool(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState[state],)))
+
+
+def queue_waiting(study: Any) -> bool:
+    """Whether a trial waits in the study's queue (a starting trial, a fitted one): the next ask takes it."""
+    return _holds(study, "WAITING")
 
 
 def _has_complete(trial: Any) -> bool:
     """Whether the trial's study holds a complete trial (a stopped trial then leaves a result)."""
-    import optuna
-
-    complete = optuna.trial.TrialState.COMPLETE
-    return bool(trial.study.get_trials(deepcopy=False, states=(complete,)))
+    return _holds(trial.study, "COMPLETE")
 
 
 def _score(metrics: dict[str, Any], metric: str) -> float:
