@@ -875,7 +875,12 @@ def test_an_interrupted_tune_saves_the_study_and_resumes_with_the_budget_left(ti
     assert [(t["number"], t["state"]) for t in trials] == [(0, "complete"), (1, "incomplete")]
     assert "interrupted by signal" in trials[1]["reason"]
     summary, resumed = run_tune(tiny_config, Path("tuned"), resume=True)
-    assert [r.number for r in resumed.records] == [2]  # 3 trials in all: one more
+    # 3 trials in all: one more, the interrupted trial 1 run again from its start (it was not judged).
+    assert [r.number for r in resumed.records] == [2]
+    assert resumed.records[0].values == trials[1]["values"]
+    assert any("queued to run again from the start: trial 1" in line for line in resumed.lines)
+    trials = json.loads(Path("tuned/tune.json").read_text())["trials"]
+    assert trials[2]["again_from"] == 1 and trials[2]["state"] in ("complete", "pruned")
     assert summary["trial_count"] == 3
     with pytest.raises(RnnclfError, match="already holds a tune"):
         run_tune(tiny_config, Path("tuned"))
@@ -1144,3 +1149,33 @@ def test_the_summary_shows_the_tunes_metric_beside_the_headline_score(
     tune_summary({**summary, "metric": "valid_micro_f1"})
     out = capsys.readouterr().out
     assert "best trial on test (scored once): micro-F1 0.5300\n" in out
+
+
+def test_resume_queues_each_interrupted_trial_again_once(tmp_path: Path) -> None:
+    import optuna
+
+    from rnnclf.tuning.study import queue_interrupted
+    from rnnclf.tuning.trial import AGAIN, FITTED, INTERRUPTED
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="again")
+    state = optuna.trial.TrialState
+    attributes = [
+        (state.PRUNED, {"reason": f"{INTERRUPTED} 2"}),  # Ctrl-C: queued again
+        (state.PRUNED, {"reason": "the budget ran out"}),  # judged by the tune: not
+        (state.PRUNED, {"reason": ""}),  # pruned: not
+        (state.FAIL, {"reason": "lost: its process was killed"}),  # kill -9: lost, as documented
+        (state.PRUNED, {"reason": f"{INTERRUPTED} 15", FITTED: 0}),  # a fitted trial stays fitted once only
+    ]
+    for number, (end, attrs) in enumerate(attributes):
+        trial = study.ask({"train.lr": optuna.distributions.FloatDistribution(1e-4, 1e-1)})
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        study.tell(trial, state=end)
+        assert trial.number == number
+    assert queue_interrupted(study) == [0, 4]
+    waiting = study.get_trials(states=(state.WAITING,))
+    assert [trial.user_attrs[AGAIN] for trial in waiting] == [0, 4]
+    assert [trial.user_attrs.get(FITTED) for trial in waiting] == [None, 0]
+    lrs = [trial.params["train.lr"] for trial in study.get_trials()[:5]]
+    assert [trial.system_attrs["fixed_params"]["train.lr"] for trial in waiting] == [lrs[0], lrs[4]]
+    assert queue_interrupted(study) == []  # once: a second --resume does not queue them again

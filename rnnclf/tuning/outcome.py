@@ -73,6 +73,7 @@ def records(study: Any) -> list[dict[str, Any]]:
                 "folder": attrs.get("folder", ""),
                 "worker": attrs.get("worker", ""),  # HOST:PID of the process that ran it
                 "fitted_from": attrs.get("fitted_from"),  # the trial it ran again with fewer epochs
+                "again_from": attrs.get("again_from"),  # the interrupted trial it ran again (--resume)
             }
         )
     return rows

@@ -38,7 +38,7 @@ from rnnclf.tuning.space import (
     thresholds_follow_metric,
     trained_with,
 )
-from rnnclf.tuning.trial import FITTED, Observer, TrialRecord, queue_waiting, run_trial
+from rnnclf.tuning.trial import AGAIN, FITTED, INTERRUPTED, Observer, TrialRecord, queue_waiting, run_trial
 
 STUDY_DB = "study.db"
 TUNE_CONFIG = "config.yaml"
@@ -288,6 +288,27 @@ def fail_lost_trials(study: Any) -> int:
     return lost
 
 
+def queue_interrupted(study: Any) -> list[int]:
+    """Trials that an interrupt stopped (Ctrl-C, SIGTERM) say nothing about their settings: on --resume
+    each goes back in the queue, once, behind any trial already waiting, and runs again from its start
+    (a trial is never resumed mid-way). So a Ctrl-C in the tenth minute of the adversarial starting
+    trial does not lose it. Returns the numbers of the trials queued again."""
+    pruned = require_optuna().trial.TrialState.PRUNED
+    trials = study.get_trials(deepcopy=False)
+    queued = {trial.user_attrs.get(AGAIN) for trial in trials}
+    numbers = []
+    for trial in trials:
+        reason = str(trial.user_attrs.get("reason", ""))
+        if trial.state != pruned or not reason.startswith(INTERRUPTED) or trial.number in queued:
+            continue
+        attrs = {AGAIN: trial.number}
+        if trial.user_attrs.get(FITTED) is not None:  # a fitted trial stays fitted once only
+            attrs[FITTED] = trial.user_attrs[FITTED]
+        study.enqueue_trial(dict(trial.params), user_attrs=attrs)
+        numbers.append(trial.number)
+    return numbers
+
+
 def work(
     config: Config,
     dimensions: list[Dimension],
@@ -438,6 +459,10 @@ def tune(
         lost = fail_lost_trials(study)
         if lost:
             observer.message(f"{lost} trial(s) left running by a killed process: recorded as failed")
+        again = queue_interrupted(study)
+        if again:
+            shown = ", ".join(str(number) for number in again)
+            observer.message(f"stopped by the interrupt, queued to run again from the start: trial {shown}")
     spent = float(study.user_attrs.get(SPENT, 0.0))
     deadline = started + seconds - spent if seconds is not None else float("inf")
     if seconds is not None and spent >= seconds:

@@ -28,6 +28,8 @@ from rnnclf.tuning.space import Dimension, applied, suggest
 PRUNED, OVER_BUDGET, NOT_FINITE, CANNOT_FINISH = -1, -2, -3, -4
 SCHEDULE = "schedule_epochs"  # a trial's user attribute: its train.epochs (the pruner judges by share)
 FITTED = "fitted_from"  # a trial's user attribute: the trial it runs again with fewer epochs (see study.py)
+AGAIN = "again_from"  # a trial's user attribute: the interrupted trial it runs again (see study.py)
+INTERRUPTED = "interrupted by signal"  # the reason of a trial that Ctrl-C or SIGTERM stopped
 STATES = ("complete", "pruned", "failed", "incomplete")
 PROBE_STEPS = 10  # a trial's first epoch is timed from this step, for at least as many more steps
 
@@ -310,7 +312,7 @@ def run_trial(
             record.state, record.reason = "incomplete", reporter.reason if reporter else ""
             record.epoch_cost = reporter.epoch_cost if reporter else None
         else:
-            record.state, record.reason = "incomplete", f"interrupted by signal {stopped.signal}"
+            record.state, record.reason = "incomplete", f"{INTERRUPTED} {stopped.signal}"
             interrupted = stopped
     except Exception as err:  # a value the model refuses, out of memory, ...: this trial fails, not the study
         record.state, record.reason = "failed", f"{type(err).__name__}: {_one_line(err)}"
