@@ -392,13 +392,13 @@ class _Trial:
 
 
 @pytest.mark.parametrize(
-    ("epoch_seconds", "time_left", "complete", "folds_after", "stopped"),
+    ("epoch_seconds", "time_left", "complete", "waiting", "folds_after", "stopped"),
     [
-        (10.0, 100.0, 1, 0, False),  # 8 epochs left at 10 s: 80 s fits in 100 s
-        (20.0, 100.0, 1, 0, True),  # 160 s does not
-        (20.0, 100.0, 0, 0, False),  # no complete trial yet: the first one is never stopped by it
-        (10.0, 100.0, 1, 1, True),  # a fold still to come: 8 + 10 epochs
-        (20.0, 100.0, -1, 0, True),  # none complete, but a trial waits (the config given): stopped
+        (10.0, 100.0, 1, 0, 0, False),  # 8 epochs left at 10 s: 80 s fits in 100 s
+        (20.0, 100.0, 1, 0, 0, True),  # 160 s does not
+        (20.0, 100.0, 0, 0, 0, False),  # no complete trial yet: the first one is never stopped by it
+        (10.0, 100.0, 1, 0, 1, True),  # a fold still to come: 8 + 10 epochs
+        (20.0, 100.0, 0, 1, 0, True),  # none complete, but a trial waits (the config given): stopped
     ],
 )
 def test_a_trial_that_cannot_finish_in_the_budget_left_stops_at_its_epoch_boundary(
@@ -406,6 +406,7 @@ def test_a_trial_that_cannot_finish_in_the_budget_left_stops_at_its_epoch_bounda
     epoch_seconds: float,
     time_left: float,
     complete: int,
+    waiting: int,
     folds_after: int,
     stopped: bool,
 ) -> None:
@@ -415,7 +416,7 @@ def test_a_trial_that_cannot_finish_in_the_budget_left_stops_at_its_epoch_bounda
     monkeypatch.setattr(trial_module.time, "time", lambda: now)
     record = TrialRecord(3, {})
     stop = trial_module.TrialStop(StopFlag())
-    trial = _Trial(complete) if complete >= 0 else _Trial(0, waiting=1)
+    trial = _Trial(complete, waiting)
     reporter = trial_module.TrialReporter(
         trial, record, "valid_accuracy", now + time_left, stop, Observer(), True, folds_after
     )
@@ -438,19 +439,20 @@ def test_a_trial_that_cannot_finish_in_the_budget_left_stops_at_its_epoch_bounda
     assert stop.signal == trial_module.OVER_BUDGET
 
 
-# complete -1: none complete and a trial waiting, which does not make the first trial's epoch end early.
+# The last case: none complete and a trial waiting, which does not make the first trial's epoch end early.
 @pytest.mark.parametrize(
-    ("complete", "epoch", "stopped"), [(1, 1, True), (0, 1, False), (1, 10, False), (-1, 1, False)]
+    ("complete", "waiting", "epoch", "stopped"),
+    [(1, 0, 1, True), (0, 0, 1, False), (1, 0, 10, False), (0, 1, 1, False)],
 )
 def test_past_the_deadline_a_trial_that_cannot_complete_stops_within_its_epoch(
-    monkeypatch: pytest.MonkeyPatch, complete: int, epoch: int, stopped: bool
+    monkeypatch: pytest.MonkeyPatch, complete: int, waiting: int, epoch: int, stopped: bool
 ) -> None:
     from rnnclf.tuning import trial as trial_module
 
     now = 1_000_000.0
     monkeypatch.setattr(trial_module.time, "time", lambda: now)
     stop = trial_module.TrialStop(StopFlag())
-    trial = _Trial(complete) if complete >= 0 else _Trial(0, waiting=1)
+    trial = _Trial(complete, waiting)
     reporter = trial_module.TrialReporter(
         trial, TrialRecord(3, {}), "valid_accuracy", now + 5, stop, Observer()
     )
@@ -465,19 +467,20 @@ def test_past_the_deadline_a_trial_that_cannot_complete_stops_within_its_epoch(
 
 
 @pytest.mark.parametrize(
-    ("time_left", "complete", "folds_after", "stopped_at"),
+    ("time_left", "complete", "waiting", "folds_after", "stopped_at"),
     [
-        (500.0, 1, 0, 60),  # 10 epochs of 1,000 steps at 0.1 s: about 1,000 s, not in 500 s
-        (1_200.0, 1, 0, None),  # fits, though its first 10 steps took 5 s each (warming up)
-        (500.0, 0, 0, None),  # no complete trial yet: never stopped by it
-        (1_200.0, 1, 1, 60),  # a fold still to come: about 2,000 s
-        (500.0, -1, 0, 60),  # none complete, but a trial waits (the config given): stopped
+        (500.0, 1, 0, 0, 60),  # 10 epochs of 1,000 steps at 0.1 s: about 1,000 s, not in 500 s
+        (1_200.0, 1, 0, 0, None),  # fits, though its first 10 steps took 5 s each (warming up)
+        (500.0, 0, 0, 0, None),  # no complete trial yet: never stopped by it
+        (1_200.0, 1, 0, 1, 60),  # a fold still to come: about 2,000 s
+        (500.0, 0, 1, 0, 60),  # none complete, but a trial waits (the config given): stopped
     ],
 )
 def test_a_trial_far_too_long_for_the_time_left_stops_after_its_first_steps(
     monkeypatch: pytest.MonkeyPatch,
     time_left: float,
     complete: int,
+    waiting: int,
     folds_after: int,
     stopped_at: int | None,
 ) -> None:
@@ -486,7 +489,7 @@ def test_a_trial_far_too_long_for_the_time_left_stops_after_its_first_steps(
     clock = [1_000_000.0]
     monkeypatch.setattr(trial_module.time, "time", lambda: clock[0])
     stop = trial_module.TrialStop(StopFlag())
-    trial = _Trial(complete) if complete >= 0 else _Trial(0, waiting=1)
+    trial = _Trial(complete, waiting)
     reporter = trial_module.TrialReporter(
         trial, TrialRecord(3, {}), "valid_accuracy", clock[0] + time_left, stop, Observer(), True,
         folds_after,

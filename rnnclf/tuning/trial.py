@@ -171,8 +171,9 @@ class TrialReporter(Reporter):
             return False
         self.judged_early = True
         epochs = self._epochs * (1 + self.folds_after)  # this training's epochs and the folds' to come
-        self.epoch_cost = (now - since) / steps * self._batches
-        needed = (now - since) / steps * (self._batches * epochs - done)
+        per_step = (now - since) / steps
+        self.epoch_cost = per_step * self._batches
+        needed = per_step * (self._batches * epochs - done)
         self.reason = self._late(needed, now, f"its {epochs} epochs", f"the rate of its first {done} steps")
         return bool(self.reason)
 
@@ -274,8 +275,10 @@ def run_trial(
     started = time.perf_counter()
     values = suggest(trial, dimensions)
     folder = tune_dir / "trials" / f"{trial.number:04d}"
-    record = TrialRecord(trial.number, values, folder=str(folder), started_at=time.time())
-    record.fitted_from = trial.user_attrs.get(FITTED)
+    fitted_from = trial.user_attrs.get(FITTED)
+    record = TrialRecord(
+        trial.number, values, folder=str(folder), started_at=time.time(), fitted_from=fitted_from
+    )
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     observer.trial_started(trial.number, values)
     stop = TrialStop(user_stop)
