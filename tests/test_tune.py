@@ -253,20 +253,19 @@ def test_the_starting_point_is_the_config_where_the_space_holds_it() -> None:
     assert starting_point(config, dimensions) == expected
 
 
-def test_the_first_trials_are_the_config_given_adversarially_then_larger_then_as_given() -> None:
+def test_the_first_trials_are_the_config_given_adversarially_as_given_then_larger() -> None:
     from rnnclf.config import Config
     from rnnclf.tuning.space import Dimension, search_space, starting_point, starting_points
 
     config = Config()
     dimensions, _ = search_space(config)  # the default space
     first, second, third = starting_points(config, dimensions)
-    assert third == starting_point(config, dimensions)
-    assert third["train.adversarial"] == 0.0 and third["train.lr"] == config.train.lr
-    assert first == {**third, "train.adversarial": 0.02}
-    # The default model is a bi-LSTM 128 with max pooling and 128-d vectors: the second trial grows it.
-    assert second == {**first, "model.embedding_dim": 300, "model.hidden_dim": 256}
-    # Adversarial steps the user set stay as set: the space does not hold the key; the config given runs
-    # first (it is the first trial's settings), then the larger model.
+    assert second == starting_point(config, dimensions)
+    assert second["train.adversarial"] == 0.0 and second["train.lr"] == config.train.lr
+    assert first == {**second, "train.adversarial": 0.02}
+    # The default model is a bi-LSTM 128 with max pooling and 128-d vectors: the third trial only grows it.
+    assert third == {**first, "model.embedding_dim": 300, "model.hidden_dim": 256}
+    # Adversarial steps the user set stay as set: the space does not hold the key; the larger model runs.
     config.train.adversarial = 0.1
     dimensions, kept = search_space(config)
     assert "train.adversarial" in kept

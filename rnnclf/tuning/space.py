@@ -57,8 +57,7 @@ ADVERSARIAL_START: dict[str, Any] = {"train.adversarial": 0.02}
 # bi-LSTM with max pooling over its states (Conneau et al. 2017), with 300-d word vectors (the size of
 # Kim 2014's and word2vec's) and 256 states per direction (a 2-core share of Conneau et al.'s 2048).
 # About four times the default model's recurrent arithmetic: cheap where documents are short and a
-# budget holds a dozen trials; on long documents it cannot finish and stops after its first steps
-# (starting_points says how).
+# budget holds a dozen trials; on long documents it cannot finish and stops after its first steps.
 LARGER_START: dict[str, Any] = {
     "model.embedding_dim": 300,
     "model.hidden_dim": 256,
@@ -255,22 +254,21 @@ def starting_point(config: Config, dimensions: list[Dimension]) -> dict[str, Any
 def starting_points(config: Config, dimensions: list[Dimension]) -> list[dict[str, Any]]:
     """The trials a new study runs before the sampler's, in order, each where the space holds its values
     (a key the user set is not searched, so stays as set): the configuration given with
-    ADVERSARIAL_START's values, the same with LARGER_START's model, then the configuration given
-    (starting_point); where the space cannot hold ADVERSARIAL_START, the config given first and the
-    larger model after it. A portfolio of known-good settings tried before TPE's random start (Feurer et al.
-    2018), whose draws cannot know what helps recurrent classifiers. The adversarial one goes first, as
-    the likelier to score best: where the budget holds one trial and not two (IMDB's first 5,000
-    reviews, 20 minutes on 2 cores), it is the one that runs whole. While the config given waits in the
-    queue, a trial before it that cannot finish in the time left stops after its first steps
-    (TrialReporter) and is not fitted to it (study._queue_fitted): so the larger model, where it cannot
-    finish (long documents, a large corpus), costs a few dozen steps, and the config given runs where
-    the budget holds it."""
+    ADVERSARIAL_START's values, the configuration given (starting_point), then the adversarial one with
+    LARGER_START's model. A portfolio of known-good settings tried before TPE's random start (Feurer et
+    al. 2018), whose draws cannot know what helps recurrent classifiers. The adversarial one goes first,
+    as the likelier to score best: where the budget holds one of the two and not both (IMDB's first
+    5,000 reviews, 20 minutes on 2 cores), it is the one that runs whole. It costs about two of the
+    other, so while the config given waits in the queue it may be stopped as unable to finish
+    (TrialReporter): the config given then runs, and the tune still has a complete trial where the
+    budget holds one. The larger model comes last: where it cannot finish (long documents, a large
+    corpus), it stops after its first steps, once a trial is complete."""
     given = starting_point(config, dimensions)
     if not given:
         return []
     adversarial = _moved(given, ADVERSARIAL_START, dimensions)
     larger = _moved(adversarial, LARGER_START, dimensions)
-    points = [adversarial, larger, given]
+    points = [adversarial, given, larger]
     return [point for number, point in enumerate(points) if point not in points[:number]]
 
 
