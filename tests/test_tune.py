@@ -253,44 +253,21 @@ def test_the_starting_point_is_the_config_where_the_space_holds_it() -> None:
     assert starting_point(config, dimensions) == expected
 
 
-def test_the_first_trials_are_the_config_given_adversarially_as_given_then_larger() -> None:
+def test_the_first_trial_is_the_config_given_with_adversarial_steps_then_the_config_given() -> None:
     from rnnclf.config import Config
     from rnnclf.tuning.space import Dimension, search_space, starting_point, starting_points
 
     config = Config()
     dimensions, _ = search_space(config)  # the default space
-    first, second, third = starting_points(config, dimensions)
+    first, second = starting_points(config, dimensions)
     assert second == starting_point(config, dimensions)
     assert second["train.adversarial"] == 0.0 and second["train.lr"] == config.train.lr
     assert first == {**second, "train.adversarial": 0.02}
-    # The default model is a bi-LSTM 128 with max pooling and 128-d vectors: the third trial only grows it.
-    assert third == {**first, "model.embedding_dim": 300, "model.hidden_dim": 256}
-    # Adversarial steps the user set stay as set: the space does not hold the key; the larger model runs.
+    # Adversarial steps the user set stay as set: the space does not hold the key, no second trial.
     config.train.adversarial = 0.1
     dimensions, kept = search_space(config)
     assert "train.adversarial" in kept
-    given = starting_point(config, dimensions)
-    assert starting_points(config, dimensions) == [
-        given,
-        {**given, "model.embedding_dim": 300, "model.hidden_dim": 256},
-    ]
-    # Model sizes the user set stay as set too: the larger model's trial is the adversarial one, run once.
-    config = Config()
-    config.model.hidden_dim, config.model.embedding_dim, config.model.pooling = 64, 32, "mean"
-    dimensions, _ = search_space(config)
-    first, second = starting_points(config, dimensions)
-    assert first == {**second, "train.adversarial": 0.02}
-    assert "model.pooling" not in first and "model.hidden_dim" not in first
-    # A space whose choices cannot hold the larger sizes: only the values it holds change.
-    config = Config()
-    small = [
-        Dimension("model.hidden_dim", choices=(64, 128)),
-        Dimension("model.embedding_dim", low=32, high=512),
-    ]
-    assert starting_points(config, small) == [
-        {"model.hidden_dim": 128, "model.embedding_dim": 128},
-        {"model.hidden_dim": 128, "model.embedding_dim": 300},
-    ]
+    assert starting_points(config, dimensions) == [starting_point(config, dimensions)]
     # A space that cannot hold 0.02, or does not search the key: only the config given.
     lr = Dimension("train.lr", low=1e-4, high=1e-2, log=True)
     assert len(starting_points(Config(), [lr, Dimension("train.adversarial", choices=(0.0, 0.1))])) == 1

@@ -52,18 +52,6 @@ MULTI_LABEL_SPACE: dict[str, Any] = {
 # GoEmotions and IMDB's first 5,000 reviews: validation up on 7 of 9 seeds, level on 1 (BENCHMARKS.md,
 # "Adversarial training").
 ADVERSARIAL_START: dict[str, Any] = {"train.adversarial": 0.02}
-# What the third starting trial sets besides ADVERSARIAL_START: the recurrent sentence encoder found best
-# among those compared on SentEval's sentiment, subjectivity, question-type and product-review sets, a
-# bi-LSTM with max pooling over its states (Conneau et al. 2017), with 300-d word vectors (the size of
-# Kim 2014's and word2vec's) and 256 states per direction (a 2-core share of Conneau et al.'s 2048).
-# About four times the default model's recurrent arithmetic: cheap where documents are short and a
-# budget holds a dozen trials; on long documents it cannot finish and stops after its first steps.
-LARGER_START: dict[str, Any] = {
-    "model.embedding_dim": 300,
-    "model.hidden_dim": 256,
-    "model.bidirectional": True,
-    "model.pooling": "max",
-}
 # What a search may never change: where data and outputs are, the search itself, the device.
 NOT_SEARCHED = {"data", "output", "tune"}
 NOT_SEARCHED_KEYS = {("train", "device"), ("model", "pretrained_vectors"), ("model", "init_from")}
@@ -252,33 +240,23 @@ def starting_point(config: Config, dimensions: list[Dimension]) -> dict[str, Any
 
 
 def starting_points(config: Config, dimensions: list[Dimension]) -> list[dict[str, Any]]:
-    """The trials a new study runs before the sampler's, in order, each where the space holds its values
-    (a key the user set is not searched, so stays as set): the configuration given with
-    ADVERSARIAL_START's values, the configuration given (starting_point), then the adversarial one with
-    LARGER_START's model. A portfolio of known-good settings tried before TPE's random start (Feurer et
-    al. 2018), whose draws cannot know what helps recurrent classifiers. The adversarial one goes first,
-    as the likelier to score best: where the budget holds one of the two and not both (IMDB's first
-    5,000 reviews, 20 minutes on 2 cores), it is the one that runs whole. It costs about two of the
-    other, so while the config given waits in the queue it may be stopped as unable to finish
-    (TrialReporter): the config given then runs, and the tune still has a complete trial where the
-    budget holds one. The larger model comes last: where it cannot finish (long documents, a large
-    corpus), it stops after its first steps, once a trial is complete."""
+    """The trials a new study runs before the sampler's, in order: where the space holds them, the
+    configuration given with ADVERSARIAL_START's values, then the configuration given (starting_point).
+    A portfolio of known-good settings tried before TPE's random start (Feurer et al. 2018), whose draws
+    cannot know what helps recurrent classifiers. The adversarial one goes first, as the likelier to
+    score best: where the budget holds one of the two and not both (IMDB's first 5,000 reviews, 20
+    minutes on 2 cores), it is the one that runs whole. It costs about two of the other, so while the
+    config given waits in the queue it may be stopped as unable to finish (TrialReporter): the config
+    given then runs, and the tune still has a complete trial where the budget holds one."""
     given = starting_point(config, dimensions)
     if not given:
         return []
-    adversarial = _moved(given, ADVERSARIAL_START, dimensions)
-    larger = _moved(adversarial, LARGER_START, dimensions)
-    points = [adversarial, given, larger]
-    return [point for number, point in enumerate(points) if point not in points[:number]]
-
-
-def _moved(point: dict[str, Any], values: dict[str, Any], dimensions: list[Dimension]) -> dict[str, Any]:
-    """`point` with each of `values` whose key the space searches and holds that value."""
-    moved = dict(point)
+    adversarial = dict(given)
     for dim in dimensions:
-        if dim.key in values and _holds(dim, values[dim.key]):
-            moved[dim.key] = values[dim.key]
-    return moved
+        value = ADVERSARIAL_START.get(dim.key)
+        if value is not None and _holds(dim, value):
+            adversarial[dim.key] = value
+    return [given] if adversarial == given else [adversarial, given]
 
 
 def suggest(trial: Any, dimensions: list[Dimension]) -> dict[str, Any]:

@@ -34,7 +34,6 @@ from rnnclf.tuning.space import (
     Dimension,
     applied,
     search_space,
-    starting_point,
     starting_points,
     thresholds_follow_metric,
     trained_with,
@@ -453,9 +452,8 @@ def tune(
     for point in points if new else []:
         # A new study starts from the configuration the tune was given (the keys the space holds), as
         # fastText's autotune starts from its defaults, and before it the same with adversarial steps
-        # and a larger model after it, where the space holds them (starting_points): the best trial is
-        # then never a random start's when known-good settings were good here (with a short budget,
-        # TPE's first trials are random).
+        # where the space holds them (starting_points): the best trial is then never a random start's
+        # when the given settings were already good (with a short budget, TPE's first trials are random).
         study.enqueue_trial(point, skip_if_exists=True)
     if resume:
         lost = fail_lost_trials(study)
@@ -475,7 +473,7 @@ def tune(
         "searching: "
         + "; ".join(dim.shown() for dim in dimensions)
         + (f"\nkept as configured: {', '.join(kept)}" if kept else "")
-        + (f"\nfirst trials: {_starts(points, starting_point(config, dimensions))}" if new and points else "")
+        + (f"\nfirst trials: {_starts(points)}" if new and points else "")
         + (
             f"\ntrials train in {precision}: this hardware runs it fast (tune.precision: fp32 keeps fp32)"
             if config.tune.precision == "auto" and precision != config.train.precision
@@ -515,13 +513,14 @@ def tune(
         raise
 
 
-def _starts(points: list[dict[str, Any]], given: dict[str, Any]) -> str:
-    """The starting trials in words: the config given, or it with what a trial changes."""
+def _starts(points: list[dict[str, Any]]) -> str:
+    """The starting trials in words: the config given, with what an earlier one changes."""
+    given = points[-1]
     said = []
-    for point in points:
+    for point in points[:-1]:
         changed = ", ".join(f"{key} = {value}" for key, value in point.items() if given.get(key) != value)
-        said.append(f"the config given with {changed}" if changed else "the config given")
-    return "; ".join(said)
+        said.append(f"the config given with {changed}")
+    return "; ".join([*said, "the config given"])
 
 
 def _put_back(latest: str | None) -> None:
