@@ -268,6 +268,17 @@ def test_the_first_trial_is_the_config_given_with_adversarial_steps_then_the_con
     dimensions, kept = search_space(config)
     assert "train.adversarial" in kept
     assert starting_points(config, dimensions) == [starting_point(config, dimensions)]
+    # Multi-label data chosen on macro-F1: the first trial also weights rare labels' positives up.
+    multi = Config()
+    multi.data.multi_label, multi.tune.metric = True, "valid_macro_f1"
+    dimensions, _ = search_space(multi)
+    first, second = starting_points(multi, dimensions)
+    assert second["train.class_weights"] == "none"
+    assert first == {**second, "train.adversarial": 0.02, "train.class_weights": "auto"}
+    multi.tune.metric = "valid_micro_f1"  # on micro-F1, frequent labels weigh most: as given
+    dimensions, _ = search_space(multi)
+    first, second = starting_points(multi, dimensions)
+    assert first == {**second, "train.adversarial": 0.02}
     # A space that cannot hold 0.02, or does not search the key: only the config given.
     lr = Dimension("train.lr", low=1e-4, high=1e-2, log=True)
     assert len(starting_points(Config(), [lr, Dimension("train.adversarial", choices=(0.0, 0.1))])) == 1
