@@ -204,11 +204,14 @@ def thresholds_follow_metric(config: Config) -> bool:
     global thresholds could only lose the search while taking its share of the budget (on GoEmotions,
     15 minutes on 2 cores hold 4-14 trials). On micro-F1 neither dominates, so it stays searched."""
     return (
-        config.data.multi_label
-        and config.tuned_on() == "valid_macro_f1"
+        _multi_label_on_macro_f1(config)
         and config.tune.space is None
         and "train.thresholds" not in user_set(config)
     )
+
+
+def _multi_label_on_macro_f1(config: Config) -> bool:
+    return config.data.multi_label and config.tuned_on() == "valid_macro_f1"
 
 
 def default_space(multi_label: bool) -> dict[str, Any]:
@@ -258,9 +261,7 @@ def starting_points(config: Config, dimensions: list[Dimension]) -> list[dict[st
     given = starting_point(config, dimensions)
     if not given:
         return []
-    start = dict(ADVERSARIAL_START)
-    if config.data.multi_label and config.tuned_on() == "valid_macro_f1":
-        start.update(MACRO_F1_START)
+    start = {**ADVERSARIAL_START, **(MACRO_F1_START if _multi_label_on_macro_f1(config) else {})}
     adversarial = dict(given)
     for dim in dimensions:
         value = start.get(dim.key)
