@@ -95,6 +95,19 @@ def test_a_precision_no_trial_can_train_in_is_one_line_before_any_training(
     assert not Path("tuned").exists()
 
 
+@pytest.mark.parametrize("baseline", [True, False])
+def test_a_bad_data_file_is_one_line_before_the_tune_folder_is_made(
+    tiny_config: Path, baseline: bool
+) -> None:
+    configure(tiny_config)
+    raw = yaml.safe_load(tiny_config.read_text(encoding="utf-8"))
+    raw["data"]["label_column"] = "labels"  # train.csv's column is "label"
+    raw["train"]["baseline"] = baseline  # without the baseline too: not one failed trial after another
+    tiny_config.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    user_error(cli("tune", tiny_config, "--trials", "2", "--run-dir", "tuned"), "train.csv", "'labels'")
+    assert not Path("tuned").exists()  # nothing half-written: a fixed config then tunes without --resume
+
+
 def test_a_bad_budget_and_a_missing_optuna_are_one_line(
     tiny_config: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -32,16 +32,24 @@ HISTORY_PNG = "optimization_history.png"
 IMPORTANCE_PNG = "param_importances.png"
 
 
-def fit_baseline(config: Config, observer: Observer) -> dict[str, Any] | None:
-    """The linear baseline on the tune's own split (train.baseline: on by default), fitted once."""
+def read_data(config: Config) -> Any:
+    """The tune's train and validation data, read and prepared once before the tune writes anything: a
+    bad file is one line naming it, with no tune folder left behind (and not one failed trial after
+    another). The trials' own preparation of the same text settings then loads it from the cache. The
+    test split is read at the end, when the best trial is scored once."""
+    raw = config.to_dict()
+    raw["data"]["test"] = None
+    return prepare(validate(raw, "tune"))
+
+
+def fit_baseline(config: Config, prepared: Any, observer: Observer) -> dict[str, Any] | None:
+    """The linear baseline on the tune's own split (train.baseline: on by default), fitted once on the
+    data read_data prepared."""
     from rnnclf.inference.scoring import headline
     from rnnclf.training.baseline import linear_baseline
 
     if not config.train.baseline:
         return None
-    raw = config.to_dict()
-    raw["data"]["test"] = None
-    prepared = prepare(validate(raw, "tune"))
     baseline = linear_baseline(prepared)
     if "valid" in baseline:
         name, value = headline(baseline["valid"])

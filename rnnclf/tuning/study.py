@@ -443,6 +443,7 @@ def tune(
     if not resume and storage is None and (tune_dir / STUDY_DB).exists():
         raise RnnclfError(f"{tune_dir}: already holds a tune; continue it with --resume or choose --run-dir")
     resolve_names(config)
+    prepared = outcome.read_data(config)  # a bad data file fails here, before the tune folder is made
     name = study_name or tune_dir.name
     tune_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(tune_dir / TUNE_CONFIG, dump(config))
@@ -486,7 +487,8 @@ def tune(
         )
     )
     latest = rundir.LATEST.read_text(encoding="utf-8") if rundir.LATEST.is_file() else None
-    baseline = outcome.fit_baseline(config, observer)
+    baseline = outcome.fit_baseline(config, prepared, observer)
+    del prepared  # the trials prepare their own (from the cache): not held through the tune
     threads = max(1, min(torch.get_num_threads(), cpu_count()) // jobs)
     torch.set_num_threads(threads)
     helpers = _start_workers(config, dimensions, tune_dir, storage, name, deadline, jobs, threads)
