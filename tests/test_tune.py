@@ -281,12 +281,6 @@ def test_the_first_trial_is_the_config_given_with_adversarial_steps_then_the_con
     dimensions, kept = search_space(config)
     assert "train.adversarial" in kept
     assert starting_points(config, dimensions) == [starting_point(config, dimensions)]
-    # The paper's adversarial size for the corpus's median length, the nearest the space holds.
-    config = Config()
-    dimensions, _ = search_space(config)
-    assert starting_points(config, dimensions, median_length=270)[0]["train.adversarial"] == 0.02
-    assert starting_points(config, dimensions, median_length=10)[0]["train.adversarial"] == 0.1
-    assert starting_points(config, dimensions, median_length=60)[0]["train.adversarial"] == 0.05
     # Multi-label data chosen on macro-F1: the first trial also weights rare labels' positives up.
     multi = Config()
     multi.data.multi_label, multi.tune.metric = True, "valid_macro_f1"
@@ -328,10 +322,9 @@ def test_a_new_study_queues_the_config_given_with_adversarial_steps_then_as_give
     with pytest.raises(RnnclfError, match="no trial completed"):
         study_module.tune(load(tiny_config), Path("queued"), observer=observer)
     first, second = queued
-    # The tiny documents are 4-10 words: the paper's size for their median length is the space's 0.1.
-    said = "first trials: the config given with train.adversarial = 0.1; the config given"
+    said = "first trials: the config given with train.adversarial = 0.02; the config given"
     assert any(said in line for line in observer.lines)
-    assert second["train.adversarial"] == 0.0 and first == {**second, "train.adversarial": 0.1}
+    assert second["train.adversarial"] == 0.0 and first == {**second, "train.adversarial": 0.02}
     with pytest.raises(RnnclfError, match="no trial completed"):
         run_tune(tiny_config, Path("queued"), resume=True)
     assert len(queued) == 2  # the same two, not queued again
@@ -1183,18 +1176,6 @@ def test_the_summary_shows_the_tunes_metric_beside_the_headline_score(
     tune_summary({**summary, "metric": "valid_micro_f1"})
     out = capsys.readouterr().out
     assert "best trial on test (scored once): micro-F1 0.5300\n" in out
-
-
-def test_the_adversarial_size_is_the_papers_for_the_median_length() -> None:
-    from rnnclf.tuning.space import Dimension, _nearest, adversarial_size
-
-    assert adversarial_size(270) == pytest.approx(0.019, abs=5e-4)  # an IMDB review
-    assert adversarial_size(10) == pytest.approx(0.099, abs=5e-4)  # a TREC question
-    assert adversarial_size(0) == adversarial_size(1)  # an empty split does not divide by zero
-    choices = Dimension("train.adversarial", choices=(0.0, 0.02, 0.05, 0.1))
-    assert _nearest(choices, 0.035) == 0.05 and _nearest(choices, 0.029) == 0.02  # log scale: 0.0316 between
-    assert _nearest(Dimension("train.adversarial", choices=(0.0,)), 0.1) is None
-    assert _nearest(Dimension("train.adversarial", low=0.0, high=0.05), 0.099) == 0.05
 
 
 def test_resume_queues_each_interrupted_trial_again_once(tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ the key, before any training.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -249,31 +248,10 @@ def starting_point(config: Config, dimensions: list[Dimension]) -> dict[str, Any
     return point
 
 
-def adversarial_size(median_length: float) -> float:
-    """Miyato et al.'s perturbation (norm 5 over a document's word vectors, 256-d vectors normalised to
-    unit variance per dimension: a norm of sqrt(256 * T) for T words) as `train.adversarial`'s share of
-    the document's own norm: 5 / sqrt(256 * T), for the training split's median length T. About 0.02
-    at 270 words (an IMDB review), 0.1 at 10 (a TREC question): the same push as the paper's, per word."""
-    return 5.0 / math.sqrt(256.0 * max(median_length, 1.0))
-
-
-def _nearest(dim: Dimension, value: float) -> float | None:
-    """The value the dimension holds nearest to `value` (on a log scale among its positive choices; a
-    range clips it); None where it holds no positive value."""
-    if dim.choices is None:
-        return min(max(value, float(dim.low)), float(dim.high))  # type: ignore[arg-type]
-    held = [choice for choice in dim.choices if _number(choice) and choice > 0]
-    return min(held, key=lambda choice: abs(math.log(choice / value))) if held else None
-
-
-def starting_points(
-    config: Config, dimensions: list[Dimension], median_length: float | None = None
-) -> list[dict[str, Any]]:
+def starting_points(config: Config, dimensions: list[Dimension]) -> list[dict[str, Any]]:
     """The trials a new study runs before the sampler's, in order: where the space holds them, the
     configuration given with ADVERSARIAL_START's values (and MACRO_F1_START's, for multi-label data chosen
-    on macro-F1), then the configuration given (starting_point). Given the training split's median
-    document length, the adversarial size is the paper's for that length (adversarial_size), the nearest
-    the space holds; without it, ADVERSARIAL_START's 0.02 (the paper's at 270 words).
+    on macro-F1), then the configuration given (starting_point).
     A portfolio of known-good settings tried before TPE's random start (Feurer et al. 2018), whose draws
     cannot know what helps recurrent classifiers. The adversarial one goes first, as the likelier to
     score best: where the budget holds one of the two and not both (IMDB's first 5,000 reviews, 20
@@ -287,8 +265,6 @@ def starting_points(
     adversarial = dict(given)
     for dim in dimensions:
         value = start.get(dim.key)
-        if dim.key == "train.adversarial" and median_length is not None:
-            value = _nearest(dim, adversarial_size(median_length))
         if value is not None and _holds(dim, value):
             adversarial[dim.key] = value
     return [given] if adversarial == given else [adversarial, given]

@@ -444,12 +444,11 @@ def tune(
         raise RnnclfError(f"{tune_dir}: already holds a tune; continue it with --resume or choose --run-dir")
     resolve_names(config)
     prepared = outcome.read_data(config)  # a bad data file fails here, before the tune folder is made
-    median_length = float(prepared.train.lengths.float().median()) if len(prepared.train) else None
     name = study_name or tune_dir.name
     tune_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(tune_dir / TUNE_CONFIG, dump(config))
     study = open_study(config, tune_dir, storage, name, 0)
-    points = starting_points(config, dimensions, median_length)
+    points = starting_points(config, dimensions)
     new = not study.get_trials(deepcopy=False)
     for point in points if new else []:
         # A new study starts from the configuration the tune was given (the keys the space holds), as
