@@ -5,6 +5,7 @@ repeating a trial."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -908,9 +909,27 @@ def test_an_interrupted_tune_saves_the_study_and_resumes_with_the_budget_left(ti
     assert any("queued to run again from the start: trial 1" in line for line in resumed.lines)
     trials = json.loads(Path("tuned/tune.json").read_text())["trials"]
     assert trials[2]["again_from"] == 1 and trials[2]["state"] in ("complete", "pruned")
+    assert resumed.records[0].again_from == 1
+    rows = list(csv.DictReader(Path("tuned/trials.csv").read_text(encoding="utf-8").splitlines()))
+    assert [(row["again_from"], row["fitted_from"]) for row in rows] == [("", ""), ("", ""), ("1", "")]
     assert summary["trial_count"] == 3
     with pytest.raises(RnnclfError, match="already holds a tune"):
         run_tune(tiny_config, Path("tuned"))
+
+
+def test_a_quiet_trial_line_names_the_trial_it_runs_again(capsys: pytest.CaptureFixture[str]) -> None:
+    # With --quiet the resume line and the budget note are not printed: the trial's own line says it.
+    from rnnclf.cli.tune import LiveTable
+    from rnnclf.tuning.trial import TrialRecord
+
+    table = LiveTable(quiet=True)
+    table.trial_ended(TrialRecord(2, {"train.lr": 0.01}, state="complete", value=0.5, again_from=1))
+    table.trial_ended(TrialRecord(3, {"train.epochs": 2}, state="pruned", value=0.4, fitted_from=0))
+    table.trial_ended(TrialRecord(4, {"train.epochs": 3}, state="complete", value=0.6))
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("trial 2 complete (again from trial 1): best 0.5000")
+    assert lines[1].startswith("trial 3 pruned (trial 0 with the epochs that fit): best 0.4000")
+    assert lines[2].startswith("trial 4 complete: best 0.6000")
 
 
 def _tune_process(config: Path, *options: str) -> subprocess.Popen:

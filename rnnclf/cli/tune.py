@@ -61,9 +61,19 @@ class LiveTable:
         row["scores"] = list(record.scores)
         values = " ".join(f"{key.split('.')[-1]}={_short(value)}" for key, value in record.values.items())
         score = f"{record.value:.4f}" if record.value is not None else "-"
+        # A trial that repeats another says so: the resume line and the budget note above it are
+        # not printed with --quiet.
+        again = f" (again from trial {record.again_from})" if record.again_from is not None else ""
+        fitted = (
+            f" (trial {record.fitted_from} with the epochs that fit)"
+            if record.fitted_from is not None
+            else ""
+        )
         line = (
-            f"trial {record.number} {record.state}: best {score}, {len(record.scores)} epochs, "
-            f"{record.seconds:.0f}s" + (f" ({record.reason})" if record.reason else "") + f"  {values}"
+            f"trial {record.number} {record.state}{again}{fitted}: best {score}, "
+            f"{len(record.scores)} epochs, {record.seconds:.0f}s"
+            + (f" ({record.reason})" if record.reason else "")
+            + f"  {values}"
         )
         if self.quiet or self.live is None:
             self.console.print(line, markup=False)

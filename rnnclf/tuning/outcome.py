@@ -93,11 +93,13 @@ def write_records(study: Any, tune_dir: Path, summary: dict[str, Any] | None = N
     keys = sorted({key for row in rows for key in row["values"]})
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["number", "state", "value", "epochs", "seconds", "reason", *keys, "scores"])
+    repeats = ["fitted_from", "again_from"]  # the trial each one runs again (tune.json says the same)
+    writer.writerow(["number", "state", "value", "epochs", "seconds", "reason", *keys, "scores", *repeats])
     for row in rows:
         writer.writerow(
             [row["number"], row["state"], row["value"], row["epochs"], row["seconds"], row["reason"],
-             *(row["values"].get(key, "") for key in keys), " ".join(f"{s:.4f}" for s in row["scores"])]
+             *(row["values"].get(key, "") for key in keys), " ".join(f"{s:.4f}" for s in row["scores"]),
+             *("" if row[key] is None else row[key] for key in repeats)]
         )  # fmt: skip
     atomic_write(tune_dir / TRIALS_CSV, out.getvalue())
     payload = {**(summary or {}), "trials": rows}

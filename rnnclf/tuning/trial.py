@@ -51,6 +51,7 @@ class TrialRecord:
     # with the epochs that fit. fitted_from: the trial this one runs again with fewer epochs.
     epoch_cost: float | None = None
     fitted_from: int | None = None
+    again_from: int | None = None  # the interrupted trial this one runs again from its start (--resume)
     seconds: float = 0.0  # the whole trial: sampling, training, bookkeeping
     train_seconds: float = 0.0  # inside rnnclf.training.loop.train (data loading included)
     started_at: float = 0.0  # time.time() when it began (for the tune's own overhead)
@@ -275,9 +276,13 @@ def run_trial(
     started = time.perf_counter()
     values = suggest(trial, dimensions)
     folder = tune_dir / "trials" / f"{trial.number:04d}"
-    fitted_from = trial.user_attrs.get(FITTED)
     record = TrialRecord(
-        trial.number, values, folder=str(folder), started_at=time.time(), fitted_from=fitted_from
+        trial.number,
+        values,
+        folder=str(folder),
+        started_at=time.time(),
+        fitted_from=trial.user_attrs.get(FITTED),
+        again_from=trial.user_attrs.get(AGAIN),
     )
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     observer.trial_started(trial.number, values)
