@@ -394,13 +394,15 @@ class _Trial:
 
 
 @pytest.mark.parametrize(
-    ("epoch_seconds", "time_left", "complete", "waiting", "folds_after", "stopped"),
+    ("epoch_seconds", "time_left", "complete", "waiting", "folds_after", "shorter", "stopped"),
     [
-        (10.0, 100.0, 1, 0, 0, False),  # 8 epochs left at 10 s: 80 s fits in 100 s
-        (20.0, 100.0, 1, 0, 0, True),  # 160 s does not
-        (20.0, 100.0, 0, 0, 0, False),  # no complete trial yet: the first one is never stopped by it
-        (10.0, 100.0, 1, 0, 1, True),  # a fold still to come: 8 + 10 epochs
-        (20.0, 100.0, 0, 1, 0, True),  # none complete, but a trial waits (the config given): stopped
+        (10.0, 100.0, 1, 0, 0, None, False),  # 8 epochs left at 10 s: 80 s fits in 100 s
+        (20.0, 100.0, 1, 0, 0, None, True),  # 160 s does not
+        (20.0, 100.0, 0, 0, 0, None, False),  # no complete trial yet, it cannot run again shorter: goes on
+        (20.0, 100.0, 0, 0, 0, False, False),  # the same: no shorter schedule fits
+        (20.0, 100.0, 0, 0, 0, True, True),  # none complete, but a shorter schedule fits: stopped
+        (10.0, 100.0, 1, 0, 1, None, True),  # a fold still to come: 8 + 10 epochs
+        (20.0, 100.0, 0, 1, 0, None, True),  # none complete, but a trial waits (the config given): stopped
     ],
 )
 def test_a_trial_that_cannot_finish_in_the_budget_left_stops_at_its_epoch_boundary(
@@ -410,6 +412,7 @@ def test_a_trial_that_cannot_finish_in_the_budget_left_stops_at_its_epoch_bounda
     complete: int,
     waiting: int,
     folds_after: int,
+    shorter: bool | None,
     stopped: bool,
 ) -> None:
     from rnnclf.tuning import trial as trial_module
@@ -419,9 +422,16 @@ def test_a_trial_that_cannot_finish_in_the_budget_left_stops_at_its_epoch_bounda
     record = TrialRecord(3, {})
     stop = trial_module.TrialStop(StopFlag())
     trial = _Trial(complete, waiting)
+    asked: list[tuple[float, float]] = []
+
+    def fits(left: float, cost: float) -> bool:
+        asked.append((left, cost))
+        return bool(shorter)
+
     reporter = trial_module.TrialReporter(
-        trial, record, "valid_accuracy", now + time_left, stop, Observer(), True, folds_after
-    )
+        trial, record, "valid_accuracy", now + time_left, stop, Observer(), True, folds_after,
+        None if shorter is None else fits,
+    )  # fmt: skip
     for epoch in (1, 2):
         reporter.epoch_start(epoch, 10, 5)
         row = {"epoch": epoch, "valid_accuracy": 0.5, "train_loss": 1.0, "seconds": epoch_seconds}
@@ -434,6 +444,8 @@ def test_a_trial_that_cannot_finish_in_the_budget_left_stops_at_its_epoch_bounda
         assert reporter.epoch_cost == epoch_seconds  # one epoch's seconds: what a fitted rerun plans with
     else:
         assert stop.signal is None and reporter.reason == ""
+    if shorter is not None:  # asked with the time left and one epoch's seconds
+        assert asked[0] == (time_left, epoch_seconds)
     # Past the deadline the budget stops it, whatever it could finish.
     reporter.deadline = now - 1
     reporter.epoch_start(3, 10, 5)
@@ -469,13 +481,15 @@ def test_past_the_deadline_a_trial_that_cannot_complete_stops_within_its_epoch(
 
 
 @pytest.mark.parametrize(
-    ("time_left", "complete", "waiting", "folds_after", "stopped_at"),
+    ("time_left", "complete", "waiting", "folds_after", "shorter", "stopped_at"),
     [
-        (500.0, 1, 0, 0, 60),  # 10 epochs of 1,000 steps at 0.1 s: about 1,000 s, not in 500 s
-        (1_200.0, 1, 0, 0, None),  # fits, though its first 10 steps took 5 s each (warming up)
-        (500.0, 0, 0, 0, None),  # no complete trial yet: never stopped by it
-        (1_200.0, 1, 0, 1, 60),  # a fold still to come: about 2,000 s
-        (500.0, 0, 1, 0, 60),  # none complete, but a trial waits (the config given): stopped
+        (500.0, 1, 0, 0, None, 60),  # 10 epochs of 1,000 steps at 0.1 s: about 1,000 s, not in 500 s
+        (1_200.0, 1, 0, 0, None, None),  # fits, though its first 10 steps took 5 s each (warming up)
+        (500.0, 0, 0, 0, None, None),  # no complete trial yet, it cannot run again shorter: goes on
+        (500.0, 0, 0, 0, False, None),  # the same: no shorter schedule fits
+        (500.0, 0, 0, 0, True, 60),  # none complete, but a shorter schedule fits: stopped
+        (1_200.0, 1, 0, 1, None, 60),  # a fold still to come: about 2,000 s
+        (500.0, 0, 1, 0, None, 60),  # none complete, but a trial waits (the config given): stopped
     ],
 )
 def test_a_trial_far_too_long_for_the_time_left_stops_after_its_first_steps(
@@ -484,6 +498,7 @@ def test_a_trial_far_too_long_for_the_time_left_stops_after_its_first_steps(
     complete: int,
     waiting: int,
     folds_after: int,
+    shorter: bool | None,
     stopped_at: int | None,
 ) -> None:
     from rnnclf.tuning import trial as trial_module
@@ -494,7 +509,7 @@ def test_a_trial_far_too_long_for_the_time_left_stops_after_its_first_steps(
     trial = _Trial(complete, waiting)
     reporter = trial_module.TrialReporter(
         trial, TrialRecord(3, {}), "valid_accuracy", clock[0] + time_left, stop, Observer(), True,
-        folds_after,
+        folds_after, None if shorter is None else (lambda left, cost: bool(shorter)),
     )  # fmt: skip
     reporter.epoch_start(1, 10, 1000)
     for done in range(1, 301):
@@ -567,7 +582,7 @@ def test_a_trial_that_cannot_finish_is_fitted_to_the_epochs_the_time_left_holds(
 ) -> None:
     from rnnclf.config import validate
     from rnnclf.tuning.space import search_space
-    from rnnclf.tuning.study import fit_to_time
+    from rnnclf.tuning.trial import fit_to_time
 
     space = {"train.lr": {"low": 0.001, "high": 0.01, "log": True}}
     if epochs is not None:
@@ -587,7 +602,7 @@ def test_a_trial_stopped_as_unable_to_finish_runs_again_next_with_the_epochs_tha
     trial that cannot finish either is not queued again."""
     from rnnclf.tuning import study as study_module
     from rnnclf.tuning.space import suggest
-    from rnnclf.tuning.trial import FITTED
+    from rnnclf.tuning.trial import FIT_MARGIN, FIT_START_SECONDS, FITTED
 
     def pretending(base: Any, trial: Any, dims: Any, tune_dir: Path, metric: str, deadline: float,
                    *rest: Any) -> TrialRecord:  # fmt: skip
@@ -597,9 +612,7 @@ def test_a_trial_stopped_as_unable_to_finish_runs_again_next_with_the_epochs_tha
             # 5.5 epochs of this cost fit in the time left (less the margins): 5 are queued. The fitted
             # trial (5 epochs) is stopped too: it is not queued again.
             record.state, record.reason = "incomplete", "cannot finish"
-            record.epoch_cost = (deadline - time.time() - study_module.FIT_START_SECONDS) / (
-                study_module.FIT_MARGIN * 5.5
-            )
+            record.epoch_cost = (deadline - time.time() - FIT_START_SECONDS) / (FIT_MARGIN * 5.5)
         else:
             record.state, record.value = "complete", 0.5
         trial.set_user_attr("state", record.state)
@@ -629,6 +642,54 @@ def test_a_trial_stopped_as_unable_to_finish_runs_again_next_with_the_epochs_tha
             assert record.number + 2 not in records or records[record.number + 2].fitted_from is None
     fitted = [r.fitted_from for r in records.values() if r.fitted_from is not None]
     assert fitted == [r.number for r in stopped if r.number + 1 in records]  # once each, nothing else
+
+
+def test_a_first_trial_whose_schedule_cannot_end_in_the_budget_runs_again_with_the_epochs_that_fit(
+    tiny_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The config given is the study's first trial and nothing waits behind it; its 10 epochs of 50 s
+    cannot end in the 400 s budget. It is stopped after its first steps and runs again with the epochs
+    that fit, which complete (before, it ran until the budget ran out and the tune ended with nothing
+    complete: "too short for one trial"). Real trials (run_trial, the reporter, the queue); training is a
+    stand-in that reports 100 steps of 0.5 s an epoch on a fake clock."""
+    from rnnclf.training import loop
+    from rnnclf.training.stopping import Interrupted
+    from rnnclf.tuning import study as study_module
+
+    clock = [1_000_000.0]
+    monkeypatch.setattr(time, "time", lambda: clock[0])
+    trained: list[int] = []
+
+    def stand_in(config: Any, folder: Path, reporter: Any, stop: StopFlag) -> dict[str, Any]:
+        epochs = config.train.epochs
+        trained.append(epochs)
+        for epoch in range(1, epochs + 1):
+            reporter.epoch_start(epoch, epochs, 100)
+            for done in range(1, 101):
+                clock[0] += 0.5
+                reporter.step(done, 1.0, 100.0)
+                if stop.signal is not None:
+                    raise Interrupted(stop.signal, folder)
+            reporter.epoch_end({"epoch": epoch, "valid_accuracy": 0.5, "train_loss": 1.0, "seconds": 50.0})
+            if stop.signal is not None:
+                raise Interrupted(stop.signal, folder)
+        return {"valid": {"accuracy": 0.5}}
+
+    monkeypatch.setattr(loop, "train", stand_in)
+    monkeypatch.setattr(study_module, "_keep_best_only", lambda study, number: None)
+    configure(tiny_config, {"train.epochs": [3, 15], "train.lr": [0.001, 0.01]}, trials=2)
+    config = load(tiny_config)
+    dims, _ = space_module.search_space(config)
+    Path("tuned").mkdir()
+    study = study_module.open_study(config, Path("tuned"), None, "tuned", 0)
+    study.enqueue_trial({"train.epochs": 10, "train.lr": 0.002})  # the config given
+    observer = Collected()
+    study_module.work(config, dims, Path("tuned"), None, "tuned", clock[0] + 400, 0, StopFlag(), observer)
+    first, again = observer.records
+    assert first.state == "incomplete" and first.reason.startswith("cannot finish its 10 epochs in the ")
+    assert first.reason.endswith("queued again with 6 epochs, the most that fit")  # (390 - 10) / (50 * 1.15)
+    assert again.fitted_from == 0 and again.values == {"train.epochs": 6, "train.lr": 0.002}
+    assert again.state == "complete" and trained == [10, 6]
 
 
 def test_the_config_given_starts_after_an_adversarial_first_trial_longer_than_the_time_left(

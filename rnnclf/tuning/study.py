@@ -38,7 +38,16 @@ from rnnclf.tuning.space import (
     thresholds_follow_metric,
     trained_with,
 )
-from rnnclf.tuning.trial import AGAIN, FITTED, INTERRUPTED, Observer, TrialRecord, queue_waiting, run_trial
+from rnnclf.tuning.trial import (
+    AGAIN,
+    FITTED,
+    INTERRUPTED,
+    Observer,
+    TrialRecord,
+    fit_to_time,
+    queue_waiting,
+    run_trial,
+)
 
 STUDY_DB = "study.db"
 TUNE_CONFIG = "config.yaml"
@@ -212,38 +221,6 @@ def too_late(study: Any, deadline: float, now: float, queued: bool = False) -> s
     if whole and left < min(whole) and not queued:
         return f"no trial started in the last {left:.0f}s: the quickest complete trial took {min(whole):.0f}s"
     return ""
-
-
-# A fitted trial's time beyond its epochs at the measured rate: validation (left out of the early
-# estimate) and the epochs' spread, as a share; loading the cached preprocessing and building the model.
-FIT_MARGIN, FIT_START_SECONDS = 1.15, 10.0
-
-
-def fit_to_time(
-    values: dict[str, Any], dimensions: list[Dimension], left: float, epoch_seconds: float
-) -> dict[str, Any] | None:
-    """The values of a trial stopped as unable to finish, with train.epochs cut to the most that fit in
-    `left` seconds at `epoch_seconds` an epoch (its measured rate; with tune.folds, times the folds),
-    or None: train.epochs not searched, or fewer epochs than its dimension allows fit. The trial is then
-    run again from its start with the shorter schedule (the learning rate decays over it), instead of
-    its time going unused: on GoEmotions (15 minutes on 2 cores) 3-9 draws a tune were stopped this way
-    and 96-235 s of each 900 went unused at the end."""
-    epochs = next((dim for dim in dimensions if dim.key == "train.epochs"), None)
-    if epochs is None or epoch_seconds <= 0:
-        return None
-    fit = int((left - FIT_START_SECONDS) / (epoch_seconds * FIT_MARGIN))
-    fit = min(fit, int(values["train.epochs"]) - 1)
-    if epochs.choices is not None:
-        allowed = [int(choice) for choice in epochs.choices if int(choice) <= fit]
-        fit = max(allowed, default=0)
-    else:
-        step = int(epochs.step or 1)
-        fit = int(epochs.low) + (fit - int(epochs.low)) // step * step
-        if fit < epochs.low:
-            return None
-    if fit < 1:
-        return None
-    return {**values, "train.epochs": fit}
 
 
 def _queue_fitted(
