@@ -644,6 +644,17 @@ def test_a_trial_stopped_as_unable_to_finish_runs_again_next_with_the_epochs_tha
     assert fitted == [r.number for r in stopped if r.number + 1 in records]  # once each, nothing else
 
 
+def _study_in_tuned(tiny_config: Path, space: dict[str, Any], trials: int) -> tuple[Any, Any, Any]:
+    """(config, dimensions, a new study in ./tuned) for tests that drive study.work themselves."""
+    from rnnclf.tuning import study as study_module
+
+    configure(tiny_config, space, trials=trials)
+    config = load(tiny_config)
+    dims, _ = space_module.search_space(config)
+    Path("tuned").mkdir()
+    return config, dims, study_module.open_study(config, Path("tuned"), None, "tuned", 0)
+
+
 def test_a_first_trial_whose_schedule_cannot_end_in_the_budget_runs_again_with_the_epochs_that_fit(
     tiny_config: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -676,12 +687,9 @@ def test_a_first_trial_whose_schedule_cannot_end_in_the_budget_runs_again_with_t
         return {"valid": {"accuracy": 0.5}}
 
     monkeypatch.setattr(loop, "train", stand_in)
-    monkeypatch.setattr(study_module, "_keep_best_only", lambda study, number: None)
-    configure(tiny_config, {"train.epochs": [3, 15], "train.lr": [0.001, 0.01]}, trials=2)
-    config = load(tiny_config)
-    dims, _ = space_module.search_space(config)
-    Path("tuned").mkdir()
-    study = study_module.open_study(config, Path("tuned"), None, "tuned", 0)
+    config, dims, study = _study_in_tuned(
+        tiny_config, {"train.epochs": [3, 15], "train.lr": [0.001, 0.01]}, 2
+    )
     study.enqueue_trial({"train.epochs": 10, "train.lr": 0.002})  # the config given
     observer = Collected()
     study_module.work(config, dims, Path("tuned"), None, "tuned", clock[0] + 400, 0, StopFlag(), observer)
@@ -713,12 +721,9 @@ def test_the_config_given_starts_after_an_adversarial_first_trial_longer_than_th
         return record
 
     monkeypatch.setattr(study_module, "run_trial", pretending)
-    monkeypatch.setattr(study_module, "_keep_best_only", lambda study, number: None)
-    configure(tiny_config, {"train.adversarial": [0.0, 0.02], "train.lr": [0.001, 0.01]}, trials=5)
-    config = load(tiny_config)
-    dims, _ = space_module.search_space(config)
-    Path("tuned").mkdir()
-    study = study_module.open_study(config, Path("tuned"), None, "tuned", 0)
+    config, dims, study = _study_in_tuned(
+        tiny_config, {"train.adversarial": [0.0, 0.02], "train.lr": [0.001, 0.01]}, 5
+    )
     for point in space_module.starting_points(config, dims):
         study.enqueue_trial(point)
     observer = Collected()
