@@ -998,6 +998,21 @@ def test_a_quiet_trial_line_names_the_trial_it_runs_again(capsys: pytest.Capture
     assert lines[2].startswith("trial 4 complete: best 0.6000")
 
 
+@pytest.mark.parametrize(
+    ("complete", "said"), [(3, "the best of 3 validation scores"), (1, "one trial's validation score")]
+)
+def test_the_summary_says_how_many_validation_scores_the_best_was_chosen_from(
+    capsys: pytest.CaptureFixture[str], complete: int, said: str
+) -> None:
+    from rnnclf.cli.render import tune_summary
+
+    best = {"number": 0, "valid": 0.9, "values": {}, "folder": "t/trials/0000"}
+    tune_summary({"metric": "valid_accuracy", "best": best, "states": {"complete": complete, "pruned": 1},
+                  "trial_count": complete + 1, "seconds": 60.0, "best_yaml": "t/best.yaml", "tune_dir": "t",
+                  "size_bytes": 1000})  # fmt: skip
+    assert f"note: {said} reads optimistic; the test score is the honest estimate" in capsys.readouterr().out
+
+
 def _tune_process(config: Path, *options: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "rnnclf", "tune", str(config), "--quiet", *options],

@@ -482,9 +482,10 @@ def tune_summary(summary: dict[str, Any]) -> None:
         stdout.print(line, markup=False)
     if summary.get("test"):
         stdout.print(f"best trial on test (scored once): {shown(summary['test'])}", markup=False)
+    complete = states.get("complete", 0)
+    chosen = f"the best of {complete} validation scores" if complete > 1 else "one trial's validation score"
     stdout.print(
-        f"note: the best of {states.get('complete', 0)} validation scores reads optimistic; the test score "
-        "is the honest estimate",
+        f"note: {chosen} reads optimistic; the test score is the honest estimate",
         markup=False,
     )
     stdout.print(f"best config: {summary['best_yaml']} (rnnclf train {summary['best_yaml']})", markup=False)
