@@ -1098,6 +1098,16 @@ def _journal_mode(database: Path) -> str:
         connection.close()
 
 
+def test_the_sampler_is_named_not_left_to_optunas_defaults(tmp_path: Path) -> None:
+    # Optuna 5 made multivariate TPE with the constant liar its default; before, one density per key:
+    # the same tune.seed drew other trials. The tune names them, so its trials do not follow a default.
+    from rnnclf.config import Config
+    from rnnclf.tuning.study import open_study
+
+    sampler = open_study(Config(), tmp_path, None, "sampler", 0).sampler
+    assert (sampler._multivariate, sampler._constant_liar, sampler._n_startup_trials) == (True, True, 10)
+
+
 def test_the_study_file_is_written_in_wal_mode(tmp_path: Path) -> None:
     from rnnclf.config import Config
     from rnnclf.tuning.study import open_study
