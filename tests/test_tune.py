@@ -304,6 +304,31 @@ def test_the_first_trial_is_the_config_given_with_adversarial_steps_then_the_con
     assert len(starting_points(config, [lr, Dimension("train.adversarial", low=0.0, high=0.2)])) == 1
 
 
+def test_resume_without_budget_continues_with_the_budget_the_tune_was_given(
+    tiny_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tune started with --budget 90 and stopped after 30 s: `--resume` alone continues with 60 s (not
+    with tune.budget's 10 minutes); `--resume --budget 120` with 90 s; tune.json keeps the latest."""
+    from rnnclf.tuning import study as study_module
+
+    given: list[float] = []
+
+    def spending(config: Any, dims: Any, tune_dir: Path, storage: Any, name: str, deadline: float,
+                 *rest: Any) -> None:  # fmt: skip
+        given.append(round(deadline - time.time()))
+        clock[0] += 30.0  # the trials' time: the tune counts it as spent
+        raise Interrupted(signal.SIGINT, tune_dir)
+
+    clock = [1_000_000.0]
+    monkeypatch.setattr(study_module, "work", spending)
+    monkeypatch.setattr(study_module.time, "time", lambda: clock[0])
+    configure(tiny_config, None, trials=2, budget="10m")
+    for options in ({"budget": "90"}, {"resume": True}, {"resume": True, "budget": "120"}):
+        with pytest.raises(Interrupted):
+            study_module.tune(load(tiny_config), Path("stopped"), observer=Collected(), **options)
+    assert given == [90, 60, 60]  # 90 - 30; then 120 - 60 spent
+
+
 def test_a_new_study_queues_the_config_given_with_adversarial_steps_then_as_given(
     tiny_config: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -52,6 +52,7 @@ from rnnclf.tuning.trial import (
 STUDY_DB = "study.db"
 TUNE_CONFIG = "config.yaml"
 SPENT = "spent_seconds"  # a study user attribute: the budget used by earlier (interrupted) commands
+BUDGET = "budget_seconds"  # a study user attribute: the budget it was given (null: none), for --resume
 
 
 def require_optuna() -> Any:
@@ -446,6 +447,12 @@ def tune(
         if again:
             shown = ", ".join(str(number) for number in again)
             observer.message(f"stopped by the interrupt, queued to run again from the start: trial {shown}")
+    # --resume without --budget continues with the budget the tune was given (the printed resume command
+    # names it; a user who types `rnnclf tune CONFIG --resume` should not get tune.budget's default).
+    if resume and budget is None and BUDGET in study.user_attrs:
+        seconds = study.user_attrs[BUDGET]
+    elif new or budget is not None:
+        study.set_user_attr(BUDGET, seconds)
     spent = float(study.user_attrs.get(SPENT, 0.0))
     deadline = started + seconds - spent if seconds is not None else float("inf")
     if seconds is not None and spent >= seconds:
