@@ -1021,6 +1021,9 @@ def test_a_quiet_trial_line_names_the_trial_it_runs_again(capsys: pytest.Capture
     assert lines[0].startswith("trial 2 complete (again from trial 1): best 0.5000")
     assert lines[1].startswith("trial 3 pruned (trial 0 with the epochs that fit): best 0.4000")
     assert lines[2].startswith("trial 4 complete: best 0.6000")
+    # A --jobs helper's line (the plain Observer) says the same.
+    Observer().trial_ended(TrialRecord(5, {}, state="complete", value=0.5, again_from=1))
+    assert capsys.readouterr().out.startswith("trial 5 (again from trial 1): complete")
 
 
 @pytest.mark.parametrize(

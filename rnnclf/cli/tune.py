@@ -61,16 +61,10 @@ class LiveTable:
         row["scores"] = list(record.scores)
         values = " ".join(f"{key.split('.')[-1]}={_short(value)}" for key, value in record.values.items())
         score = f"{record.value:.4f}" if record.value is not None else "-"
-        # A trial that repeats another says so: the resume line and the budget note above it are
-        # not printed with --quiet.
-        again = f" (again from trial {record.again_from})" if record.again_from is not None else ""
-        fitted = (
-            f" (trial {record.fitted_from} with the epochs that fit)"
-            if record.fitted_from is not None
-            else ""
-        )
+        from rnnclf.tuning.trial import repeats  # the CLI loads the tune's modules when a tune runs
+
         line = (
-            f"trial {record.number} {record.state}{again}{fitted}: best {score}, "
+            f"trial {record.number} {record.state}{repeats(record)}: best {score}, "
             f"{len(record.scores)} epochs, {record.seconds:.0f}s"
             + (f" ({record.reason})" if record.reason else "")
             + f"  {values}"

@@ -62,6 +62,17 @@ class TrialRecord:
         return asdict(self)
 
 
+def repeats(record: TrialRecord) -> str:
+    """What a trial's line says when the trial runs another again (the notes that queued it are not
+    printed with --quiet or by a --jobs helper): " (again from trial N)", " (trial N with the epochs that
+    fit)", both (a fitted trial interrupted and run again), or ""."""
+    again = f" (again from trial {record.again_from})" if record.again_from is not None else ""
+    fitted = (
+        f" (trial {record.fitted_from} with the epochs that fit)" if record.fitted_from is not None else ""
+    )
+    return again + fitted
+
+
 class TrialStop(StopFlag):
     """The loop's stop flag for one trial: the user's signal (Ctrl-C, SIGTERM: shared by all trials)
     or this trial's own reason (PRUNED, OVER_BUDGET, NOT_FINITE)."""
@@ -96,8 +107,8 @@ class Observer:
         score = f"{record.value:.4f}" if record.value is not None else "-"
         reason = f" ({record.reason})" if record.reason else ""
         self.message(
-            f"trial {record.number}: {record.state}{reason}, score {score}, {len(record.scores)} epochs, "
-            f"{record.seconds:.0f}s"
+            f"trial {record.number}{repeats(record)}: {record.state}{reason}, score {score}, "
+            f"{len(record.scores)} epochs, {record.seconds:.0f}s"
         )
 
     def close(self) -> None:
