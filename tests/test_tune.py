@@ -329,6 +329,37 @@ def test_resume_without_budget_continues_with_the_budget_the_tune_was_given(
     assert given == [90, 60, 60]  # 90 - 30; then 120 - 60 spent
 
 
+def test_resume_alone_keeps_the_trial_count_and_budget_where_the_config_sets_neither(
+    tiny_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`tune.budget: null` and no trial count in the config; the tune started with `--budget 90 --trials
+    5`: `--resume` alone continues with both (it failed "no budget and no trial count" before)."""
+    from rnnclf.tuning import study as study_module
+
+    given: list[tuple[int, int | None]] = []
+
+    def spending(config: Any, dims: Any, tune_dir: Path, storage: Any, name: str, deadline: float,
+                 *rest: Any) -> None:  # fmt: skip
+        given.append((round(deadline - time.time()), config.tune.trials))
+        clock[0] += 30.0
+        raise Interrupted(signal.SIGINT, tune_dir)
+
+    clock = [1_000_000.0]
+    monkeypatch.setattr(study_module, "work", spending)
+    monkeypatch.setattr(study_module.time, "time", lambda: clock[0])
+    configure(tiny_config, None, trials=None, budget=None)
+    for options in ({"budget": "90", "trials": 5}, {"resume": True}, {"resume": True, "trials": 7}):
+        with pytest.raises(Interrupted):
+            study_module.tune(load(tiny_config), Path("stopped"), observer=Collected(), **options)
+    assert given == [(90, 5), (60, 5), (30, 7)]
+    kept = yaml.safe_load((Path("stopped") / study_module.TUNE_CONFIG).read_text(encoding="utf-8"))
+    assert kept["tune"]["trials"] == 7  # the tune folder's config says the count in effect
+    # A new tune with neither is still one line, and leaves no folder behind.
+    with pytest.raises(RnnclfError, match="no budget and no trial count"):
+        study_module.tune(load(tiny_config), Path("neither"), observer=Collected())
+    assert not Path("neither").exists()
+
+
 def test_a_new_study_queues_the_config_given_with_adversarial_steps_then_as_given(
     tiny_config: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -449,9 +480,9 @@ def test_a_trial_that_cannot_finish_in_the_budget_left_stops_at_its_epoch_bounda
     trial = _Trial(complete, waiting)
     asked: list[tuple[float, float]] = []
 
-    def fits(left: float, cost: float) -> bool:
+    def fits(left: float, cost: float) -> int | None:
         asked.append((left, cost))
-        return bool(shorter)
+        return 4 if shorter else None  # the epochs that fit, or none
 
     reporter = trial_module.TrialReporter(
         trial, record, "valid_accuracy", now + time_left, stop, Observer(), True, folds_after,
@@ -467,6 +498,7 @@ def test_a_trial_that_cannot_finish_in_the_budget_left_stops_at_its_epoch_bounda
         assert stop.signal == trial_module.CANNOT_FINISH and epoch == 1
         assert reporter.reason.startswith(f"cannot finish its {9 + 10 * folds_after} epochs left")
         assert reporter.epoch_cost == epoch_seconds  # one epoch's seconds: what a fitted rerun plans with
+        assert reporter.fit_epochs == (4 if shorter and not complete and not waiting else None)
     else:
         assert stop.signal is None and reporter.reason == ""
     if shorter is not None:  # asked with the time left and one epoch's seconds
@@ -534,7 +566,7 @@ def test_a_trial_far_too_long_for_the_time_left_stops_after_its_first_steps(
     trial = _Trial(complete, waiting)
     reporter = trial_module.TrialReporter(
         trial, TrialRecord(3, {}), "valid_accuracy", clock[0] + time_left, stop, Observer(), True,
-        folds_after, None if shorter is None else (lambda left, cost: bool(shorter)),
+        folds_after, None if shorter is None else (lambda left, cost: 4 if shorter else None),
     )  # fmt: skip
     reporter.epoch_start(1, 10, 1000)
     for done in range(1, 301):
@@ -788,6 +820,31 @@ def test_no_fitted_rerun_is_queued_while_another_trial_waits() -> None:
     # The config given: nothing waits, so it is fitted (the time allows more: one epoch fewer than its 10).
     record, queued = stopped_then_queued()
     assert queued == [{"train.epochs": 9}] and "queued again with 9 epochs" in record.reason
+
+
+def test_a_trial_stopped_on_the_promise_of_a_rerun_is_queued_even_when_the_time_left_shrank() -> None:
+    """The study's first trial, stopped only because a shorter schedule fitted (nothing complete, nothing
+    waiting), is queued with the epochs the reporter found, even where the seconds since then leave too
+    few for fit_to_time: else the tune would end with no model."""
+    import optuna
+
+    from rnnclf.config import validate
+    from rnnclf.tuning.study import _queue_fitted
+
+    config = validate({"data": {"train": "x.csv"}, "tune": {"space": {"train.epochs": [3, 40]}}}, "test")
+    dims, _ = space_module.search_space(config)
+    study = optuna.create_study()
+    waiting = (optuna.trial.TrialState.WAITING,)
+    trial = study.ask()
+    trial.suggest_int("train.epochs", 3, 40)
+    # 10 s an epoch with 30 s left: fit_to_time gives (30 - 10) / 11.5 = 1 epoch, under the space's 3.
+    record = TrialRecord(trial.number, dict(trial.params), state="incomplete", epoch_cost=10.0)
+    _queue_fitted(study, trial, record, dims, time.time() + 30, 1)
+    assert study.get_trials(states=waiting) == []  # no promise: nothing queued
+    record.fit_epochs = 3  # what the reporter found when it stopped the trial
+    _queue_fitted(study, trial, record, dims, time.time() + 30, 1)
+    queued = [t.system_attrs["fixed_params"] for t in study.get_trials(states=waiting)]
+    assert queued == [{**trial.params, "train.epochs": 3}] and "queued again with 3 epochs" in record.reason
 
 
 @pytest.mark.parametrize("direction", ["maximize", "minimize"])

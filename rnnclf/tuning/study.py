@@ -53,6 +53,8 @@ STUDY_DB = "study.db"
 TUNE_CONFIG = "config.yaml"
 SPENT = "spent_seconds"  # a study user attribute: the budget used by earlier (interrupted) commands
 BUDGET = "budget_seconds"  # a study user attribute: the budget it was given (null: none), for --resume
+TRIALS = "trials"  # a study user attribute: the trial count it was given (null: none), for --resume
+NO_LIMIT = "tune: no budget and no trial count; set --budget or --trials (tune.budget)"
 
 
 def require_optuna() -> Any:
@@ -239,6 +241,10 @@ def _queue_fitted(
     if record.epoch_cost is None or record.fitted_from is not None or queue_waiting(study):
         return
     fitted = fit_to_time(record.values, dimensions, deadline - time.time(), record.epoch_cost * trainings)
+    if fitted is None and record.fit_epochs is not None:
+        # Stopped on the promise of a rerun (nothing complete, nothing waiting): the seconds since the
+        # reporter judged must not turn it into no model at all; fit_to_time's margin covers them.
+        fitted = {**record.values, "train.epochs": record.fit_epochs}
     if fitted is None:
         return
     study.enqueue_trial(fitted, user_attrs={FITTED: record.number})
@@ -411,8 +417,9 @@ def tune(
     if trials is not None:
         config.tune.trials = trials
     seconds = budget_seconds(config, budget)
-    if seconds is None and config.tune.trials is None:
-        raise RnnclfError("tune: no budget and no trial count; set --budget or --trials (tune.budget)")
+    # (a resumed tune may take its budget and trial count from the study: checked once it is open)
+    if seconds is None and config.tune.trials is None and not resume:
+        raise RnnclfError(NO_LIMIT)
     if jobs < 1:
         raise RnnclfError(f"--jobs {jobs}: must be at least 1")
     dimensions, kept = search_space(config)  # a bad space fails here, before any training
@@ -429,7 +436,6 @@ def tune(
     prepared = outcome.read_data(config)  # a bad data file fails here, before the tune folder is made
     name = study_name or tune_dir.name
     tune_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(tune_dir / TUNE_CONFIG, dump(config))
     study = open_study(config, tune_dir, storage, name, 0)
     points = starting_points(config, dimensions)
     new = not study.get_trials(deepcopy=False)
@@ -447,12 +453,20 @@ def tune(
         if again:
             shown = ", ".join(str(number) for number in again)
             observer.message(f"stopped by the interrupt, queued to run again from the start: trial {shown}")
-    # --resume without --budget continues with the budget the tune was given (the printed resume command
-    # names it; a user who types `rnnclf tune CONFIG --resume` should not get tune.budget's default).
+    # --resume without --budget (--trials) continues with the budget (trial count) the tune was given
+    # (the printed resume command names them; a user who types `rnnclf tune CONFIG --resume` should not
+    # get tune.budget's default, nor lose the trial count).
     if resume and budget is None and BUDGET in study.user_attrs:
         seconds = study.user_attrs[BUDGET]
     elif new or budget is not None:
         study.set_user_attr(BUDGET, seconds)
+    if resume and trials is None and TRIALS in study.user_attrs:
+        config.tune.trials = study.user_attrs[TRIALS]
+    elif new or trials is not None:
+        study.set_user_attr(TRIALS, config.tune.trials)
+    if seconds is None and config.tune.trials is None:
+        raise RnnclfError(NO_LIMIT)
+    atomic_write(tune_dir / TUNE_CONFIG, dump(config))  # with the trial count in effect
     spent = float(study.user_attrs.get(SPENT, 0.0))
     deadline = started + seconds - spent if seconds is not None else float("inf")
     if seconds is not None and spent >= seconds:

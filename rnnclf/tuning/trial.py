@@ -52,6 +52,9 @@ class TrialRecord:
     # with the epochs that fit. fitted_from: the trial this one runs again with fewer epochs.
     epoch_cost: float | None = None
     fitted_from: int | None = None
+    # The epochs that fitted when a trial was stopped only because it could run again shorter (nothing
+    # complete, nothing waiting): the study queues it with at least these, however late it asks.
+    fit_epochs: int | None = None
     again_from: int | None = None  # the interrupted trial this one runs again from its start (--resume)
     seconds: float = 0.0  # the whole trial: sampling, training, bookkeeping
     train_seconds: float = 0.0  # inside rnnclf.training.loop.train (data loading included)
@@ -129,16 +132,18 @@ class TrialReporter(Reporter):
         observer: Observer,
         first_fold: bool = True,
         folds_after: int = 0,
-        shorter: Callable[[float, float], bool] | None = None,
+        shorter: Callable[[float, float], int | None] | None = None,
     ) -> None:
         super().__init__(quiet=True)
         self.trial, self.record, self.metric = trial, record, metric
         self.deadline, self.stop, self.observer = deadline, stop, observer
         self.first_fold = first_fold  # with tune.folds, only the first fold's epochs go to the pruner
         self.folds_after = folds_after  # with tune.folds, the trainings still to come after this one
-        # shorter(seconds left, one epoch's seconds): whether the study could run this trial again with
-        # a schedule that fits (fit_to_time); None: it could not (train.epochs not searched, a rerun).
+        # shorter(seconds left, one epoch's seconds): the epochs with which the study could run this trial
+        # again to fit (fit_to_time), else None; shorter None: it could not (train.epochs not searched,
+        # a rerun).
         self.shorter = shorter
+        self.fit_epochs: int | None = None  # what `shorter` answered when it decided a stop
         self.seconds: list[float] = []  # this training's epochs
         self.reason = ""  # why the trial stopped, when the reason needs numbers (CANNOT_FINISH)
         self.has_complete = False  # whether the study holds a complete trial: once true, always
@@ -208,7 +213,10 @@ class TrialReporter(Reporter):
         first trial, when its schedule cannot end in the budget, is stopped and run again shorter rather
         than stopped by the budget with nothing complete (a 30 s TREC tune ran 4 of the config's 10
         epochs and ended with "too short for one trial", where 3 epochs fit)."""
-        return bool(self.shorter and self.epoch_cost and self.shorter(self.deadline - now, self.epoch_cost))
+        if not (self.shorter and self.epoch_cost):
+            return False
+        self.fit_epochs = self.shorter(self.deadline - now, self.epoch_cost)
+        return self.fit_epochs is not None
 
     def _study_has_complete(self) -> bool:
         """has_complete, asking the study only while it is false (a complete trial stays complete)."""
@@ -344,8 +352,9 @@ def run_trial(
     )
     trainings = len(folds) if folds else 1
 
-    def shorter(left: float, epoch_seconds: float) -> bool:  # see TrialReporter._runs_shorter
-        return fit_to_time(values, dimensions, left, epoch_seconds * trainings) is not None
+    def shorter(left: float, epoch_seconds: float) -> int | None:  # see TrialReporter._runs_shorter
+        fitted = fit_to_time(values, dimensions, left, epoch_seconds * trainings)
+        return None if fitted is None else int(fitted["train.epochs"])
 
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     observer.trial_started(trial.number, values)
@@ -385,6 +394,7 @@ def run_trial(
         elif stopped.signal == CANNOT_FINISH:
             record.state, record.reason = "incomplete", reporter.reason if reporter else ""
             record.epoch_cost = reporter.epoch_cost if reporter else None
+            record.fit_epochs = reporter.fit_epochs if reporter else None
         else:
             record.state, record.reason = "incomplete", f"{INTERRUPTED} {stopped.signal}"
             interrupted = stopped
