@@ -1401,3 +1401,9 @@ def test_resume_queues_each_interrupted_trial_again_once(tmp_path: Path) -> None
     lrs = [trial.params["train.lr"] for trial in study.get_trials()[:5]]
     assert [trial.system_attrs["fixed_params"]["train.lr"] for trial in waiting] == [lrs[0], lrs[4]]
     assert queue_interrupted(study) == []  # once: a second --resume does not queue them again
+
+    # Towards tune.trials the interrupted ones do not count (each runs again), the queued ones neither
+    # until they begin: `--trials 4` stopped in its fourth trial still ends with four.
+    from rnnclf.tuning.study import _counted
+
+    assert _counted(study) == 3

@@ -203,6 +203,16 @@ def _finished(study: Any) -> int:
     return sum(trial.state != waiting for trial in study.get_trials(deepcopy=False))
 
 
+def _counted(study: Any) -> int:
+    """The trials that count towards tune.trials: those begun, less those an interrupt stopped (each runs
+    again on --resume: `--trials 4` interrupted in its fourth trial still ends with four)."""
+    waiting = require_optuna().trial.TrialState.WAITING
+    return sum(
+        trial.state != waiting and not str(trial.user_attrs.get("reason", "")).startswith(INTERRUPTED)
+        for trial in study.get_trials(deepcopy=False)
+    )
+
+
 def too_late(study: Any, deadline: float, now: float, queued: bool = False) -> str:
     """Why no trial should start now ("" when one may): the time left is shorter than the fastest epoch
     any trial of the study has run (a trial started now would end no epoch before the deadline: on
@@ -320,7 +330,7 @@ def work(
     # The first trial of a study always starts: a budget spent before it (preparation) then ends at its
     # first epoch boundary, which says how long an epoch takes.
     while stop.signal is None and (time.time() < deadline or (worker == 0 and _finished(study) == 0)):
-        if config.tune.trials is not None and _finished(study) >= config.tune.trials:
+        if config.tune.trials is not None and _counted(study) >= config.tune.trials:
             break
         late = too_late(study, deadline, time.time(), queued=queue_waiting(study))
         if late:
