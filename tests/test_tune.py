@@ -1051,16 +1051,17 @@ def test_an_interrupted_tune_saves_the_study_and_resumes_with_the_budget_left(ti
     assert [(t["number"], t["state"]) for t in trials] == [(0, "complete"), (1, "incomplete")]
     assert "interrupted by signal" in trials[1]["reason"]
     summary, resumed = run_tune(tiny_config, Path("tuned"), resume=True)
-    # 3 trials in all: one more, the interrupted trial 1 run again from its start (it was not judged).
-    assert [r.number for r in resumed.records] == [2]
+    # The interrupted trial 1 run again from its start (it was not judged, so it does not count towards
+    # the 3), then one more: trials 0, 2 and 3 count.
+    assert [r.number for r in resumed.records] == [2, 3]
     assert resumed.records[0].values == trials[1]["values"]
     assert any("queued to run again from the start: trial 1" in line for line in resumed.lines)
     trials = json.loads(Path("tuned/tune.json").read_text())["trials"]
     assert trials[2]["again_from"] == 1 and trials[2]["state"] in ("complete", "pruned")
     assert resumed.records[0].again_from == 1
     rows = list(csv.DictReader(Path("tuned/trials.csv").read_text(encoding="utf-8").splitlines()))
-    assert [(row["again_from"], row["fitted_from"]) for row in rows] == [("", ""), ("", ""), ("1", "")]
-    assert summary["trial_count"] == 3
+    assert [(row["again_from"], row["fitted_from"]) for row in rows][:3] == [("", ""), ("", ""), ("1", "")]
+    assert summary["trial_count"] == 4 and len(rows) == 4
     with pytest.raises(RnnclfError, match="already holds a tune"):
         run_tune(tiny_config, Path("tuned"))
 
@@ -1130,6 +1131,7 @@ def test_sigterm_prints_the_resume_command_and_kill_9_loses_only_the_running_tri
     _, err = process.communicate(timeout=120)
     assert process.returncode == 128 + signal.SIGTERM, err
     assert "Resume with: rnnclf tune" in err and "--run-dir tuned --resume" in err
+    assert "stopping the running trial after this step and saving the study" in err  # no last.pt here
     # Resumed, then killed with -9 inside trial 2: trial 2 is lost (failed on the next resume), no other.
     process = _tune_process(tiny_config, "--run-dir", "tuned", "--resume")
     _wait_for(Path("tuned/trials/0002/metrics.jsonl"), process)
@@ -1142,7 +1144,10 @@ def test_sigterm_prints_the_resume_command_and_kill_9_loses_only_the_running_tri
     states = [(t["number"], t["state"]) for t in trials]
     assert states[:3] == [(0, "complete"), (1, "incomplete"), (2, "failed")], states
     assert trials[2]["reason"] == "lost: its process was killed"
-    assert len(trials) == 4 and states[3][1] in ("complete", "pruned")
+    # Trial 2 ran the interrupted trial 1 again and was lost; trial 1 does not count towards the 4, the
+    # lost one does (kill -9 loses the running trial): trials 0, 2, 3 and 4.
+    assert trials[2]["again_from"] == 1 and len(trials) == 5, states
+    assert all(state in ("complete", "pruned") for _, state in states[3:]), states
 
 
 # --- several workers on one study

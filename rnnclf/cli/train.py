@@ -85,9 +85,13 @@ def run(
         render.next_step(config, folder, two_stage)
 
 
-def _install_stop_handlers(stop: Any) -> dict[int, Any]:
-    """First SIGINT/SIGTERM: finish the current step, save last.pt, exit. Second: exit at once
-    (checkpoints are replaced atomically, so no file can be left torn). Returns the handlers replaced."""
+STOPPING = b"stopping after this step and saving last.pt (press Ctrl-C again to quit now)\n"
+
+
+def _install_stop_handlers(stop: Any, stopping: bytes = STOPPING) -> dict[int, Any]:
+    """First SIGINT/SIGTERM: finish the current step, save last.pt, exit (`stopping` says so). Second:
+    exit at once (checkpoints are replaced atomically, so no file can be left torn). Returns the
+    handlers replaced."""
 
     def handle(number: int, frame: Any) -> None:
         if stop:
@@ -101,7 +105,7 @@ def _install_stop_handlers(stop: Any) -> dict[int, Any]:
                 b"(press Ctrl-C again to quit now; best.pt is saved)\n",
             )
         else:
-            os.write(2, b"stopping after this step and saving last.pt (press Ctrl-C again to quit now)\n")
+            os.write(2, stopping)
 
     return {number: signal.signal(number, handle) for number in (signal.SIGINT, signal.SIGTERM)}
 

@@ -144,7 +144,11 @@ def run(
     folder = _tune_dir(config, run_dir, resume)
     observer = LiveTable(quiet)
     stop = StopFlag()
-    previous = _install_stop_handlers(stop)
+    # A trial keeps no last.pt (it is never resumed mid-way): the study is what is saved.
+    previous = _install_stop_handlers(
+        stop,
+        b"stopping the running trial after this step and saving the study (press Ctrl-C again to quit now)\n",
+    )
     try:
         summary = tune(settings, folder, budget, trials, jobs, storage, study, resume, observer, stop)
     except Interrupted as interrupted:
