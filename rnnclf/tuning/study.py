@@ -203,13 +203,19 @@ def _finished(study: Any) -> int:
     return sum(trial.state != waiting for trial in study.get_trials(deepcopy=False))
 
 
+def _interrupted(trial: Any) -> bool:
+    """Whether Ctrl-C or SIGTERM stopped this trial (told as pruned, with that reason): it says nothing
+    about its settings and runs again on --resume."""
+    pruned = require_optuna().trial.TrialState.PRUNED
+    return trial.state == pruned and str(trial.user_attrs.get("reason", "")).startswith(INTERRUPTED)
+
+
 def _counted(study: Any) -> int:
     """The trials that count towards tune.trials: those begun, less those an interrupt stopped (each runs
     again on --resume: `--trials 4` interrupted in its fourth trial still ends with four)."""
     waiting = require_optuna().trial.TrialState.WAITING
     return sum(
-        trial.state != waiting and not str(trial.user_attrs.get("reason", "")).startswith(INTERRUPTED)
-        for trial in study.get_trials(deepcopy=False)
+        trial.state != waiting and not _interrupted(trial) for trial in study.get_trials(deepcopy=False)
     )
 
 
@@ -292,13 +298,11 @@ def queue_interrupted(study: Any) -> list[int]:
     each goes back in the queue, once, behind any trial already waiting, and runs again from its start
     (a trial is never resumed mid-way). So a Ctrl-C in the tenth minute of the adversarial starting
     trial does not lose it. Returns the numbers of the trials queued again."""
-    pruned = require_optuna().trial.TrialState.PRUNED
     trials = study.get_trials(deepcopy=False)
     queued = {trial.user_attrs.get(AGAIN) for trial in trials}
     numbers = []
     for trial in trials:
-        reason = str(trial.user_attrs.get("reason", ""))
-        if trial.state != pruned or not reason.startswith(INTERRUPTED) or trial.number in queued:
+        if not _interrupted(trial) or trial.number in queued:
             continue
         attrs = {AGAIN: trial.number}
         if trial.user_attrs.get(FITTED) is not None:  # a fitted trial stays fitted once only
