@@ -85,13 +85,13 @@ def run(
         render.next_step(config, folder, two_stage)
 
 
-STOPPING = b"stopping after this step and saving last.pt (press Ctrl-C again to quit now)\n"
-
-
-def _install_stop_handlers(stop: Any, stopping: bytes = STOPPING) -> dict[int, Any]:
-    """First SIGINT/SIGTERM: finish the current step, save last.pt, exit (`stopping` says so). Second:
-    exit at once (checkpoints are replaced atomically, so no file can be left torn). Returns the
-    handlers replaced."""
+def _install_stop_handlers(
+    stop: Any, stopping: str = "stopping after this step and saving last.pt"
+) -> dict[int, Any]:
+    """First SIGINT/SIGTERM: finish the current step, save last.pt, exit (`stopping` says so, with how
+    to quit at once). Second: exit at once (checkpoints are replaced atomically, so no file can be left
+    torn). Returns the handlers replaced."""
+    said = f"{stopping} (press Ctrl-C again to quit now)\n".encode()  # encoded now, not in the handler
 
     def handle(number: int, frame: Any) -> None:
         if stop:
@@ -105,7 +105,7 @@ def _install_stop_handlers(stop: Any, stopping: bytes = STOPPING) -> dict[int, A
                 b"(press Ctrl-C again to quit now; best.pt is saved)\n",
             )
         else:
-            os.write(2, stopping)
+            os.write(2, said)
 
     return {number: signal.signal(number, handle) for number in (signal.SIGINT, signal.SIGTERM)}
 

@@ -145,10 +145,7 @@ def run(
     observer = LiveTable(quiet)
     stop = StopFlag()
     # A trial keeps no last.pt (it is never resumed mid-way): the study is what is saved.
-    previous = _install_stop_handlers(
-        stop,
-        b"stopping the running trial after this step and saving the study (press Ctrl-C again to quit now)\n",
-    )
+    previous = _install_stop_handlers(stop, "stopping the running trial after this step and saving the study")
     try:
         summary = tune(settings, folder, budget, trials, jobs, storage, study, resume, observer, stop)
     except Interrupted as interrupted:
